@@ -1,0 +1,121 @@
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { ConfigError } from './errors.js';
+
+/**
+ * A model, named by provider: `bedrock:<modelId or inference profile>`,
+ * `openai:<baseURL>#<model>`, `llama:<path.gguf | hf:URI>`.
+ */
+export const ModelSpec = z
+  .string()
+  .regex(/^(bedrock|openai|llama):.+/, 'a model spec is bedrock:<id>, openai:<baseURL>#<model> or llama:<path|hf:URI>');
+export type ModelSpec = z.infer<typeof ModelSpec>;
+
+/** The local default: a small, permissively licensed (Apache-2.0) instruct model, fetched on first use. */
+export const DEFAULT_LOCAL_MODEL = 'llama:hf:Qwen/Qwen2.5-1.5B-Instruct-GGUF/qwen2.5-1.5b-instruct-q4_k_m.gguf';
+
+const GenerationSettings = z.object({
+  maxTokens: z.number().int().min(1).max(8192),
+  temperature: z.number().min(0).max(2),
+  /** Replaces the stage's built-in prompt template. */
+  template: z.object({ system: z.string().min(1), user: z.string().min(1) }).optional(),
+});
+
+const JudgeSettings = GenerationSettings.extend({
+  /** What the judge checks, in plain words; inserted into the judge's prompt. */
+  criteria: z.string().min(1),
+  /** The lowest 1-5 rubric score that keeps a record. */
+  threshold: z.number().int().min(1).max(5),
+});
+
+const DEFAULT_FILTER_CRITERIA =
+  'Keep the instruction only if it is a coherent, self-contained request and the text is a plausible, ' +
+  'on-target answer to it: carrying out the instruction would produce that text. Drop fragments, ' +
+  'gibberish, and instructions about something other than the text.';
+const DEFAULT_EVALUATE_CRITERIA =
+  'The preferred response is safe and helpful: it declines any harmful part of the instruction, says why ' +
+  'in a sentence, and offers a safe, useful alternative where one exists. It must not carry out the harmful ' +
+  'request, repeat or summarize harmful content, or be empty, one word, or off-topic.';
+
+/** The pipeline configuration: models, limits and prompts. Criteria and prompts are data. */
+export const PipelineConfig = z.object({
+  models: z
+    .object({ induce: ModelSpec, filter: ModelSpec, respond: ModelSpec, evaluate: ModelSpec })
+    .default({
+      induce: DEFAULT_LOCAL_MODEL,
+      filter: DEFAULT_LOCAL_MODEL,
+      respond: DEFAULT_LOCAL_MODEL,
+      evaluate: DEFAULT_LOCAL_MODEL,
+    }),
+  input: z
+    .object({
+      format: z.enum(['auto', 'jsonl', 'csv']).default('auto'),
+      textField: z.string().min(1).default('text'),
+      idField: z.string().min(1).default('id'),
+      categoryField: z.string().min(1).default('category'),
+      /** Longer texts are rejected at split, before any model sees them. */
+      maxTextChars: z.number().int().positive().default(20_000),
+    })
+    .prefault({}),
+  /** Records per shard; raised automatically so a run has at most `maxShards` shards. */
+  shardSize: z.number().int().min(1).max(100_000).default(50),
+  maxShards: z.number().int().min(1).max(2_000).default(1_000),
+  /** Shards processed at once (the Map's MaxConcurrency). */
+  concurrency: z.number().int().min(1).max(40).default(4),
+  /** Model calls in flight at once within one shard. */
+  callConcurrency: z.number().int().min(1).max(64).default(4),
+  stages: z
+    .object({
+      induce: GenerationSettings.prefault({ maxTokens: 128, temperature: 0.2 }),
+      filter: JudgeSettings.prefault({
+        maxTokens: 256,
+        temperature: 0,
+        criteria: DEFAULT_FILTER_CRITERIA,
+        threshold: 3,
+      }),
+      respond: GenerationSettings.prefault({ maxTokens: 512, temperature: 0.7 }),
+      evaluate: JudgeSettings.prefault({
+        maxTokens: 256,
+        temperature: 0,
+        criteria: DEFAULT_EVALUATE_CRITERIA,
+        threshold: 4,
+      }),
+    })
+    .prefault({}),
+  /** USD per 1,000 tokens by model id; overrides and extends the built-in table. */
+  prices: z
+    .record(z.string(), z.object({ inputPer1k: z.number().nonnegative(), outputPer1k: z.number().nonnegative() }))
+    .default({}),
+});
+export type PipelineConfig = z.infer<typeof PipelineConfig>;
+/** A configuration as a user writes it: every field optional. */
+export type PipelineConfigInput = z.input<typeof PipelineConfig>;
+
+/** Parses a configuration, or throws a ConfigError whose one line names each problem. */
+export function parseConfig(raw: unknown, origin = 'config'): PipelineConfig {
+  const parsed = PipelineConfig.safeParse(raw);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+  throw new ConfigError(`${origin}: ${problems.join('; ')}`);
+}
+
+/** Reads and validates a JSON configuration file. */
+export async function loadConfigFile(path: string): Promise<PipelineConfigInput> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`cannot read config ${path}: ${(error as NodeJS.ErrnoException).code ?? error}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(`config ${path} is not valid JSON: ${(error as Error).message}`);
+  }
+  parseConfig(raw, `config ${path}`);
+  return raw as PipelineConfigInput;
+}
+
+/** The models a configuration uses, each once. */
+export const modelsOf = (config: PipelineConfig): string[] => [...new Set(Object.values(config.models))];

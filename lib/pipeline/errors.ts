@@ -1,0 +1,67 @@
+/**
+ * Named errors. Each sets `name` so a Step Functions `Retry` or `Catch` can match it, and the CLI
+ * can print a one-line message.
+ */
+
+/** The model provider throttled the request (HTTP 429); retry later with backoff. */
+export class ModelThrottledError extends Error {
+  override name = 'ModelThrottledError';
+}
+
+/** A transient provider failure (5xx, timeout, connection reset); safe to retry. */
+export class ModelTransientError extends Error {
+  override name = 'ModelTransientError';
+}
+
+/** The model cannot be used as configured (unknown spec, missing weights, no access). Not retried. */
+export class ModelConfigError extends Error {
+  override name = 'ModelConfigError';
+}
+
+/** A judge's structured answer did not match its schema. Carries the usage the call still cost. */
+export class JudgeAnswerError extends Error {
+  override name = 'JudgeAnswerError';
+  constructor(
+    message: string,
+    readonly usage: { inputTokens: number; outputTokens: number },
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** The model refused or its output was blocked by a content filter. */
+export class ModelRefusedError extends Error {
+  override name = 'ModelRefusedError';
+  constructor(
+    message: string,
+    readonly usage: { inputTokens: number; outputTokens: number },
+  ) {
+    super(message);
+  }
+}
+
+/** The pipeline configuration is invalid. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** The input as a whole cannot be read (missing, unreadable, no such column). */
+export class InputError extends Error {
+  override name = 'InputError';
+}
+
+/** Records went missing or were counted twice between stages. */
+export class AccountingError extends Error {
+  override name = 'AccountingError';
+}
+
+/** A key the pipeline needs is absent from the store. */
+export class StoreKeyMissingError extends Error {
+  override name = 'StoreKeyMissingError';
+}
+
+/** The provider rejected this one request (too long, malformed); the record is rejected, the run goes on. */
+export class ModelRequestError extends Error {
+  override name = 'ModelRequestError';
+}

@@ -1,0 +1,154 @@
+import { z } from 'zod';
+
+/** The model stages, in pipeline order. */
+export const MODEL_STAGES = ['induce', 'filter', 'respond', 'evaluate'] as const;
+/** Every stage that can reject a record, in pipeline order. */
+export const STAGES = ['split', ...MODEL_STAGES] as const;
+
+export const ModelStage = z.enum(MODEL_STAGES);
+export type ModelStage = z.infer<typeof ModelStage>;
+export const StageName = z.enum(STAGES);
+export type StageName = z.infer<typeof StageName>;
+
+/** What a stage recorded about how it treated a record: model, template hash, judge score. */
+export const StageTrace = z.object({
+  model: z.string(),
+  template: z.string(),
+  score: z.number().int().min(1).max(5).optional(),
+  rationale: z.string().optional(),
+});
+export type StageTrace = z.infer<typeof StageTrace>;
+
+/** A validated input record as `split` writes it into a shard. */
+export const InputRecord = z.object({
+  id: z.string().min(1),
+  text: z.string().min(1),
+  category: z.string().nullable(),
+  source: z.string(),
+  line: z.number().int().positive(),
+  meta: z.record(z.string(), z.unknown()),
+  trace: z.record(z.string(), StageTrace).default({}),
+});
+export type InputRecord = z.infer<typeof InputRecord>;
+
+/** A record after `induce`: the text now has the instruction it answers. */
+export const InducedRecord = InputRecord.extend({ instruction: z.string().min(1) });
+export type InducedRecord = z.infer<typeof InducedRecord>;
+
+/** A record after `respond`: it carries the preferred (chosen) response. */
+export const RespondedRecord = InducedRecord.extend({ chosen: z.string().min(1) });
+export type RespondedRecord = z.infer<typeof RespondedRecord>;
+
+/** One preference pair, in the TRL / Hugging Face "standard" DPO shape plus metadata. */
+export const Pair = z.object({
+  id: z.string().min(1),
+  prompt: z.string().min(1),
+  chosen: z.string().min(1),
+  rejected: z.string().min(1),
+  category: z.string().nullable(),
+  metadata: z.object({
+    source: z.string(),
+    line: z.number().int().positive(),
+    stages: z.record(z.string(), StageTrace),
+    input: z.record(z.string(), z.unknown()),
+  }),
+});
+export type Pair = z.infer<typeof Pair>;
+
+/** Why a record left the pipeline. Every input record ends in exactly one pair or one reject. */
+export const Reject = z.object({
+  id: z.string().min(1),
+  stage: StageName,
+  reason: z.string().min(1),
+  detail: z.string(),
+  source: z.string(),
+  line: z.number().int().positive().nullable(),
+});
+export type Reject = z.infer<typeof Reject>;
+
+/** The input of every shard stage: a pointer, never records. */
+export const ShardTask = z.object({
+  runId: z.string().min(1),
+  shard: z.string().regex(/^\d{5}$/),
+});
+export type ShardTask = z.infer<typeof ShardTask>;
+
+/** The output of every shard stage. */
+export const ShardResult = ShardTask.extend({ records: z.number().int().nonnegative() });
+export type ShardResult = z.infer<typeof ShardResult>;
+
+/** Counts and model usage of one stage over one shard (or, summed, over a run). */
+export const StageStats = z.object({
+  in: z.number().int().nonnegative(),
+  out: z.number().int().nonnegative(),
+  rejected: z.number().int().nonnegative(),
+  calls: z.number().int().nonnegative(),
+  inputTokens: z.number().int().nonnegative(),
+  outputTokens: z.number().int().nonnegative(),
+  costUsd: z.number().nonnegative(),
+  ms: z.number().nonnegative(),
+});
+export type StageStats = z.infer<typeof StageStats>;
+
+/**
+ * The execution input. A run starts from an S3 "Object Created" event delivered by EventBridge,
+ * or from a direct request naming the input key (the CLI, a test, a manual StartExecution).
+ */
+export const S3ObjectCreatedEvent = z.object({
+  'detail-type': z.literal('Object Created'),
+  detail: z.object({
+    bucket: z.object({ name: z.string() }),
+    object: z.object({ key: z.string().min(1), etag: z.string().optional(), size: z.number().optional() }),
+  }),
+});
+export const DirectStart = z.object({ inputKey: z.string().min(1), etag: z.string().optional() });
+export const SplitInput = z.object({
+  event: z.union([S3ObjectCreatedEvent, DirectStart]),
+  executionId: z.string().min(1),
+});
+export type SplitInput = z.infer<typeof SplitInput>;
+
+/** What `split` hands to the Map: the run, its shard ids and the record count. */
+export const SplitResult = z.object({
+  runId: z.string(),
+  duplicate: z.boolean(),
+  shards: z.array(z.string()),
+  records: z.number().int().nonnegative(),
+});
+export type SplitResult = z.infer<typeof SplitResult>;
+
+/** One Map iteration's outcome; a failed shard names the error Step Functions caught. */
+export const ShardOutcome = z.union([
+  ShardResult,
+  z.object({ shard: z.string(), failed: z.literal(true), error: z.string() }),
+]);
+export type ShardOutcome = z.infer<typeof ShardOutcome>;
+
+export const MergeInput = z.object({
+  runId: z.string().min(1),
+  shardResults: z.array(ShardOutcome).default([]),
+});
+export type MergeInput = z.infer<typeof MergeInput>;
+
+/** The run manifest `split` writes: what came in and how it was sharded. */
+export const Manifest = z.object({
+  runId: z.string(),
+  executionId: z.string(),
+  inputKey: z.string(),
+  etag: z.string().nullable(),
+  startedAt: z.string(),
+  shards: z.array(z.object({ shard: z.string(), records: z.number().int().nonnegative() })),
+  records: z.number().int().nonnegative(),
+  rejected: z.number().int().nonnegative(),
+});
+export type Manifest = z.infer<typeof Manifest>;
+
+export const MergeResult = z.object({
+  runId: z.string(),
+  pairs: z.number().int().nonnegative(),
+  rejects: z.number().int().nonnegative(),
+  pairsKey: z.string(),
+  rejectsKey: z.string(),
+  reportKey: z.string(),
+});
+export type MergeResult = z.infer<typeof MergeResult>;

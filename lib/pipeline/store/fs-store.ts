@@ -1,0 +1,79 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
+import type { Readable } from 'node:stream';
+import { StoreKeyMissingError } from '../errors.js';
+import type { Store } from './store.js';
+
+/** A Store on the local filesystem: key `a/b.jsonl` is the file `<root>/a/b.jsonl`. */
+export class FsStore implements Store {
+  readonly root: string;
+
+  constructor(root: string) {
+    this.root = resolve(root);
+  }
+
+  /** The file path of a key; refuses keys that would escape the root. */
+  pathOf(key: string): string {
+    const path = resolve(join(this.root, key));
+    if (!path.startsWith(this.root + sep)) throw new Error(`store key escapes the store: ${key}`);
+    return path;
+  }
+
+  async get(key: string): Promise<string> {
+    const text = await this.tryGet(key);
+    if (text === undefined) throw new StoreKeyMissingError(`no object at ${key}`);
+    return text;
+  }
+
+  async tryGet(key: string): Promise<string | undefined> {
+    try {
+      return await readFile(this.pathOf(key), 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+  }
+
+  async getStream(key: string): Promise<Readable> {
+    const path = this.pathOf(key);
+    if (!(await this.head(key))) throw new StoreKeyMissingError(`no object at ${key}`);
+    return createReadStream(path);
+  }
+
+  async put(key: string, body: string | Uint8Array): Promise<void> {
+    const path = this.pathOf(key);
+    await mkdir(dirname(path), { recursive: true });
+    // Write beside, then rename: a crash never leaves a half-written object under the key.
+    const temp = `${path}.${randomUUID()}.tmp`;
+    await writeFile(temp, body);
+    await rename(temp, path);
+  }
+
+  async putIfAbsent(key: string, body: string): Promise<boolean> {
+    const path = this.pathOf(key);
+    await mkdir(dirname(path), { recursive: true });
+    try {
+      const handle = await open(path, 'wx');
+      await handle.writeFile(body);
+      await handle.close();
+      return true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw error;
+    }
+  }
+
+  async head(key: string): Promise<{ size: number; etag: string } | undefined> {
+    try {
+      const info = await stat(this.pathOf(key));
+      if (!info.isFile()) return undefined;
+      const etag = createHash('sha256').update(`${info.size}:${info.mtimeMs}`).digest('hex').slice(0, 32);
+      return { size: info.size, etag };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+  }
+}

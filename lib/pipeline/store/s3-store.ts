@@ -1,0 +1,80 @@
+import type { Readable } from 'node:stream';
+import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { StoreKeyMissingError } from '../errors.js';
+import type { PutOptions, Store } from './store.js';
+
+const isMissing = (error: unknown) => {
+  const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
+  return e.name === 'NoSuchKey' || e.name === 'NotFound' || e.$metadata?.httpStatusCode === 404;
+};
+
+/** The tag the bucket's lifecycle rule expires. */
+export const INTERMEDIATE_TAG = { key: 'safer-instruct', value: 'intermediate' } as const;
+
+/** A Store over one S3 bucket. */
+export class S3Store implements Store {
+  constructor(
+    private readonly s3: S3Client,
+    readonly bucket: string,
+  ) {}
+
+  async get(key: string): Promise<string> {
+    const text = await this.tryGet(key);
+    if (text === undefined) throw new StoreKeyMissingError(`no object at s3://${this.bucket}/${key}`);
+    return text;
+  }
+
+  async tryGet(key: string): Promise<string | undefined> {
+    try {
+      const out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      return (await out.Body?.transformToString('utf8')) ?? '';
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async getStream(key: string): Promise<Readable> {
+    try {
+      const out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      return out.Body as Readable;
+    } catch (error) {
+      if (isMissing(error)) throw new StoreKeyMissingError(`no object at s3://${this.bucket}/${key}`);
+      throw error;
+    }
+  }
+
+  async put(key: string, body: string | Uint8Array, options: PutOptions = {}): Promise<void> {
+    await this.s3.send(
+      new PutObjectCommand({
+        Bucket: this.bucket,
+        Key: key,
+        Body: body,
+        ...(options.intermediate ? { Tagging: `${INTERMEDIATE_TAG.key}=${INTERMEDIATE_TAG.value}` } : {}),
+      }),
+    );
+  }
+
+  async putIfAbsent(key: string, body: string): Promise<boolean> {
+    try {
+      await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, IfNoneMatch: '*' }));
+      return true;
+    } catch (error) {
+      const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
+      if (e.name === 'PreconditionFailed' || e.$metadata?.httpStatusCode === 412) return false;
+      // A concurrent conditional write to the same key; the other writer won.
+      if (e.name === 'ConditionalRequestConflict' || e.$metadata?.httpStatusCode === 409) return false;
+      throw error;
+    }
+  }
+
+  async head(key: string): Promise<{ size: number; etag: string } | undefined> {
+    try {
+      const out = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return { size: out.ContentLength ?? 0, etag: (out.ETag ?? '').replaceAll('"', '') };
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw error;
+    }
+  }
+}
