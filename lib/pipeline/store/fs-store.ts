@@ -1,8 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { StoreKeyMissingError } from '../errors.js';
 import type { Store } from './store.js';
 
@@ -48,6 +49,14 @@ export class FsStore implements Store {
     // Write beside, then rename: a crash never leaves a half-written object under the key.
     const temp = `${path}.${randomUUID()}.tmp`;
     await writeFile(temp, body);
+    await rename(temp, path);
+  }
+
+  async putStream(key: string, body: AsyncIterable<string | Uint8Array>): Promise<void> {
+    const path = this.pathOf(key);
+    await mkdir(dirname(path), { recursive: true });
+    const temp = `${path}.${randomUUID()}.tmp`;
+    await pipeline(Readable.from(body), createWriteStream(temp));
     await rename(temp, path);
   }
 

@@ -1,4 +1,5 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
+import { Upload } from '@aws-sdk/lib-storage';
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { StoreKeyMissingError } from '../errors.js';
 import type { PutOptions, Store } from './store.js';
@@ -53,6 +54,19 @@ export class S3Store implements Store {
         ...(options.intermediate ? { Tagging: `${INTERMEDIATE_TAG.key}=${INTERMEDIATE_TAG.value}` } : {}),
       }),
     );
+  }
+
+  async putStream(key: string, body: AsyncIterable<string | Uint8Array>, options: PutOptions = {}): Promise<void> {
+    // Multipart: an object is only visible once CompleteMultipartUpload succeeds.
+    await new Upload({
+      client: this.s3,
+      params: {
+        Bucket: this.bucket,
+        Key: key,
+        Body: Readable.from(body),
+        ...(options.intermediate ? { Tagging: `${INTERMEDIATE_TAG.key}=${INTERMEDIATE_TAG.value}` } : {}),
+      },
+    }).done();
   }
 
   async putIfAbsent(key: string, body: string): Promise<boolean> {

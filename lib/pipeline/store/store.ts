@@ -19,6 +19,8 @@ export interface Store {
   getStream(key: string): Promise<Readable>;
   /** Writes an object whole, replacing any previous version. */
   put(key: string, body: string | Uint8Array, options?: PutOptions): Promise<void>;
+  /** Writes an object from a stream of chunks, whole or not at all; for outputs too large to hold. */
+  putStream(key: string, body: AsyncIterable<string | Uint8Array>, options?: PutOptions): Promise<void>;
   /** Writes an object only if none exists under the key; true when this call wrote it. */
   putIfAbsent(key: string, body: string): Promise<boolean>;
   /** The object's size and entity tag, or undefined when absent. */

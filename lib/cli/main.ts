@@ -1,0 +1,157 @@
+import type { parseArgs as ParseArgs } from 'node:util';
+import { DEFAULT_LOCAL_MODEL, type PipelineConfigInput, loadConfigFile, parseConfig } from '../pipeline/config.js';
+import { type ProgressEvent, runLocal } from '../local/run-local.js';
+
+/** Where the CLI writes, and the argument parser it uses; injectable for tests. */
+export interface CliIo {
+  readonly stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly parseArgs: typeof ParseArgs;
+}
+
+const USAGE = `Usage: safer-instruct run <input.jsonl|input.csv> --out <dir> [options]
+
+Builds preference pairs (prompt, chosen, rejected) from unlabeled texts with the Safer-Instruct
+method, running the deployed state machine locally.
+
+Options:
+  --out <dir>              where pairs.jsonl, rejects.jsonl and report.json go (required)
+  --config <file>          a JSON pipeline configuration
+  --model <spec>           the model of every stage (default ${DEFAULT_LOCAL_MODEL})
+  --induce-model <spec>    the model that writes instructions
+  --judge-model <spec>     the model that filters instructions and evaluates pairs
+  --respond-model <spec>   the model that writes chosen responses
+  --text-field <name>      the field or column holding the text (default text)
+  --category-field <name>  the field or column holding the category (default category)
+  --id-field <name>        the field or column holding a record id (default id)
+  --format <jsonl|csv>     the input format (default: from the file extension)
+  --shard-size <n>         records per shard (default 50)
+  --concurrency <n>        shards in flight at once (default 4)
+
+A model spec is bedrock:<modelId>, openai:<baseURL>#<model> or llama:<file.gguf|hf:URI>.`;
+
+class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+const positiveInt = (flag: string, value: string | undefined) => {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} takes a whole number of at least 1, not "${value}"`);
+  return n;
+};
+
+/** Builds the run's configuration: defaults, then the config file, then flags. */
+async function configFrom(values: Record<string, string | boolean | undefined>) {
+  const file: PipelineConfigInput = typeof values.config === 'string' ? await loadConfigFile(values.config) : {};
+  const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
+  const base = str('model');
+  const fileModels = file.models;
+  const pick = (stage: 'induce' | 'filter' | 'respond' | 'evaluate', flag?: string) =>
+    (flag ? str(flag) : undefined) ?? base ?? fileModels?.[stage] ?? DEFAULT_LOCAL_MODEL;
+  const raw = {
+    ...file,
+    models: {
+      induce: pick('induce', 'induce-model'),
+      filter: pick('filter', 'judge-model'),
+      respond: pick('respond', 'respond-model'),
+      evaluate: pick('evaluate', 'judge-model'),
+    },
+    input: {
+      ...file.input,
+      ...(str('text-field') ? { textField: str('text-field') } : {}),
+      ...(str('category-field') ? { categoryField: str('category-field') } : {}),
+      ...(str('id-field') ? { idField: str('id-field') } : {}),
+      ...(str('format') ? { format: str('format') } : {}),
+    },
+    ...(str('shard-size') ? { shardSize: positiveInt('--shard-size', str('shard-size')) } : {}),
+    ...(str('concurrency') ? { concurrency: positiveInt('--concurrency', str('concurrency')) } : {}),
+  };
+  return parseConfig(raw, typeof values.config === 'string' ? `config ${values.config}` : 'options');
+}
+
+/** A progress printer: one line per event, with per-stage counts of shards done. */
+function progressPrinter(write: (line: string) => void) {
+  let shards = 0;
+  const done = new Map<string, { shards: number; kept: number }>();
+  return (event: ProgressEvent) => {
+    if (event.type === 'split') {
+      shards = event.shards;
+      write(`split     ${event.records} records -> ${event.shards} shards (run ${event.runId})`);
+    } else if (event.type === 'stage') {
+      if (event.stage === 'merge') return;
+      const d = done.get(event.stage) ?? { shards: 0, kept: 0 };
+      d.shards++;
+      d.kept += event.records;
+      done.set(event.stage, d);
+      write(`${event.stage.padEnd(9)} shard ${d.shards}/${shards} done, ${d.kept} kept so far (${event.ms} ms)`);
+    } else write(`${event.stage.padEnd(9)} shard ${event.shard} failed: ${event.error} (retried or recorded)`);
+  };
+}
+
+/** The error a failed run reports: the innermost cause with a message. */
+function messageOf(error: unknown): string {
+  let e = error as { message?: string; cause?: unknown } | undefined;
+  while (e?.cause && (e.cause as { message?: string }).message) e = e.cause as typeof e;
+  return (e?.message ?? String(error)).split('\n')[0] ?? 'unknown error';
+}
+
+/** The command line. Returns the exit code. */
+export async function main(argv: readonly string[], io: CliIo): Promise<number> {
+  const say = (line: string) => io.stderr.write(`${line}\n`);
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    io.stdout.write(`${USAGE}\n`);
+    return command ? 0 : 2;
+  }
+  if (command !== 'run') {
+    say(`safer-instruct: unknown command "${command}"; try: safer-instruct run --help`);
+    return 2;
+  }
+  try {
+    const { values, positionals } = io.parseArgs({
+      args: [...rest],
+      allowPositionals: true,
+      options: {
+        out: { type: 'string' },
+        config: { type: 'string' },
+        model: { type: 'string' },
+        'induce-model': { type: 'string' },
+        'judge-model': { type: 'string' },
+        'respond-model': { type: 'string' },
+        'text-field': { type: 'string' },
+        'category-field': { type: 'string' },
+        'id-field': { type: 'string' },
+        format: { type: 'string' },
+        'shard-size': { type: 'string' },
+        concurrency: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+    if (values.help) {
+      io.stdout.write(`${USAGE}\n`);
+      return 0;
+    }
+    if (positionals.length !== 1) throw new UsageError('run takes one input file');
+    if (!values.out) throw new UsageError('--out <dir> is required');
+    const config = await configFrom(values);
+    const result = await runLocal({
+      input: positionals[0] as string,
+      outDir: values.out,
+      config,
+      onProgress: progressPrinter(say),
+    });
+    if (result.duplicate) {
+      say(`run ${result.runId} was already started for this input; nothing to do`);
+      return 0;
+    }
+    say(`done      ${result.pairs} pairs, ${result.rejects} rejects (run ${result.runId})`);
+    io.stdout.write(`${result.pairsPath}\n${result.rejectsPath}\n${result.reportPath}\n`);
+    return 0;
+  } catch (error) {
+    const usage = error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    say(`safer-instruct: ${messageOf(error)}`);
+    if (usage) say('try: safer-instruct run --help');
+    return usage ? 2 : 1;
+  }
+}

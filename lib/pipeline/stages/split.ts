@@ -1,0 +1,134 @@
+import type { PipelineConfig } from '../config.js';
+import type { StageDeps } from '../deps.js';
+import { InputError } from '../errors.js';
+import { countLines, formatOf, type RawRow, readCsv, readJsonl } from '../input.js';
+import { configKey, manifestKey, markerKey, shardId, shardKey, splitRejectsKey, splitStatsKey } from '../keys.js';
+import { emptyStats } from '../ledger.js';
+import { dedupKey, normalizeText, recordIdFor, runIdFor } from '../records.js';
+import type { InputRecord, Manifest, Reject, SplitInput, SplitResult } from '../schemas.js';
+import { toJsonl } from '../store/store.js';
+
+/** Where the run's input is, from an S3 event or a direct start. */
+function inputOf(event: SplitInput['event']): { key: string; etag: string | null } {
+  if ('detail' in event) return { key: event.detail.object.key, etag: event.detail.object.etag ?? null };
+  return { key: event.inputKey, etag: event.etag ?? null };
+}
+
+type Validated = { record: InputRecord } | { reject: Omit<Reject, 'stage'> };
+
+/** Turns one raw row into an input record, or a reject saying why not. */
+function validateRow(row: RawRow, source: string, config: PipelineConfig): Validated {
+  const id = recordIdFor(source, row.line);
+  if ('error' in row) return { reject: { id, ...row.error, source, line: row.line } };
+  const { textField, idField, categoryField, maxTextChars } = config.input;
+  const { [textField]: rawText, [idField]: rawId, [categoryField]: rawCategory, ...meta } = row.fields;
+  const givenId = typeof rawId === 'string' || typeof rawId === 'number' ? String(rawId).trim() : '';
+  const recordId = givenId || id;
+  const reject = (reason: string, detail: string): Validated => ({
+    reject: { id: recordId, reason, detail, source, line: row.line },
+  });
+  if (rawText === undefined || rawText === null) return reject('missing-text', `no "${textField}" field`);
+  if (typeof rawText !== 'string') return reject('missing-text', `"${textField}" is a ${typeof rawText}, not text`);
+  const text = normalizeText(rawText);
+  if (text === '') return reject('empty-text', `"${textField}" is empty`);
+  if (text.length > maxTextChars) return reject('text-too-long', `${text.length} characters, limit ${maxTextChars}`);
+  if (text.includes('\uFFFD')) return reject('invalid-utf8', 'the text holds bytes that are not valid UTF-8');
+  if (text.includes('\0')) return reject('binary-content', 'the text holds NUL bytes');
+  const category = typeof rawCategory === 'string' && rawCategory.trim() ? rawCategory.trim() : null;
+  return { record: { id: recordId, text, category, source, line: row.line, meta, trace: {} } };
+}
+
+/**
+ * The first stage: claims the run (once per input object version), validates and normalizes each
+ * record, drops exact duplicates, and writes shards, rejects and a manifest.
+ */
+export async function split(input: SplitInput, deps: StageDeps): Promise<SplitResult> {
+  const started = Date.now();
+  const { store, config } = deps;
+  const { key, etag: givenEtag } = inputOf(input.event);
+  const head = await store.head(key);
+  if (!head) throw new InputError(`${key}: no such input object`);
+  const etag = givenEtag ?? head.etag;
+  const runId = runIdFor(key, etag);
+
+  // EventBridge may deliver the same event twice; only the first execution for this object version runs.
+  const marker = JSON.stringify({ executionId: input.executionId, inputKey: key, etag });
+  if (!(await store.putIfAbsent(markerKey(runId), marker))) {
+    const owner = JSON.parse(await store.get(markerKey(runId))) as { executionId: string };
+    if (owner.executionId !== input.executionId) return { runId, duplicate: true, shards: [], records: 0 };
+  }
+  await store.put(configKey(runId), JSON.stringify(config, null, 2));
+
+  const lines = await countLines(await store.getStream(key));
+  const shardSize = Math.max(config.shardSize, Math.ceil(lines / config.maxShards));
+  const format = formatOf(key, config.input.format);
+  const stream = await store.getStream(key);
+  const rows = format === 'csv' ? readCsv(stream, key, config.input.textField) : readJsonl(stream);
+
+  const seenIds = new Set<string>();
+  const seenTexts = new Map<string, string>();
+  const rejects: Reject[] = [];
+  const shards: Manifest['shards'] = [];
+  let buffer: InputRecord[] = [];
+  let records = 0;
+  const flush = async () => {
+    if (buffer.length === 0) return;
+    const shard = shardId(shards.length);
+    await store.put(shardKey(runId, shard, 'split'), toJsonl(buffer), { intermediate: true });
+    shards.push({ shard, records: buffer.length });
+    buffer = [];
+  };
+
+  for await (const row of rows) {
+    records++;
+    const result = validateRow(row, key, config);
+    if ('reject' in result) {
+      rejects.push({ ...result.reject, stage: 'split' });
+      continue;
+    }
+    const { record } = result;
+    if (seenIds.has(record.id)) {
+      // The reject needs an id of its own: the given one already names the earlier record.
+      const ownId = recordIdFor(key, record.line);
+      rejects.push({ ...splitReject(record, 'duplicate-id', `id "${record.id}" appeared earlier`), id: ownId });
+      continue;
+    }
+    seenIds.add(record.id);
+    const textKey = dedupKey(record.text);
+    const first = seenTexts.get(textKey);
+    if (first !== undefined) {
+      rejects.push(splitReject(record, 'duplicate-text', `same text as ${first}`));
+      continue;
+    }
+    seenTexts.set(textKey, record.id);
+    buffer.push(record);
+    if (buffer.length >= shardSize) await flush();
+  }
+  await flush();
+
+  const kept = shards.reduce((n, s) => n + s.records, 0);
+  const manifest: Manifest = {
+    runId,
+    executionId: input.executionId,
+    inputKey: key,
+    etag,
+    startedAt: (deps.now?.() ?? new Date()).toISOString(),
+    shards,
+    records,
+    rejected: rejects.length,
+  };
+  await store.put(splitRejectsKey(runId), toJsonl(rejects));
+  await store.put(manifestKey(runId), JSON.stringify(manifest, null, 2));
+  const stats = { ...emptyStats(), in: records, out: kept, rejected: rejects.length, ms: Date.now() - started };
+  await store.put(splitStatsKey(runId), JSON.stringify(stats));
+  return { runId, duplicate: false, shards: shards.map((s) => s.shard), records };
+}
+
+const splitReject = (record: InputRecord, reason: string, detail: string): Reject => ({
+  id: record.id,
+  stage: 'split',
+  reason,
+  detail,
+  source: record.source,
+  line: record.line,
+});
