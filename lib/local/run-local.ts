@@ -85,7 +85,8 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
   const etag = await sha256OfFile(inputPath);
 
   const { definition, functions } = synthesizePipeline(options.config);
-  const registry = options.registry ?? new ModelRegistry();
+  const owned = options.registry ? undefined : new ModelRegistry();
+  const registry = options.registry ?? (owned as ModelRegistry);
   const handlers = new Map<string, (event: unknown) => Promise<unknown>>();
   for (const [arn, fn] of functions) {
     const module = STAGE_HANDLERS[fn.stage];
@@ -153,6 +154,6 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
     await copyFile(store.pathOf(merged.reportKey), paths.reportPath);
     return { runId: merged.runId, duplicate: false, pairs: merged.pairs, rejects: merged.rejects, ...paths };
   } finally {
-    if (!options.registry) await registry.closeAll();
+    await owned?.closeAll();
   }
 }

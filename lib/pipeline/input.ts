@@ -67,21 +67,23 @@ export async function* readCsv(stream: Readable, source: string, requiredColumn:
       skip_empty_lines: true,
       skip_records_with_error: true,
       info: true,
+      raw: true,
     }),
   );
   const skipped: RawRow[] = [];
   parser.on('skip', (error: Error & { lines?: number }) => {
     skipped.push({ line: error.lines ?? 0, error: { reason: 'invalid-csv', detail: error.message.slice(0, 200) } });
   });
-  let previousEnd = 1;
+  // csv-parse's own line count drifts with CRLF input; count the breaks in each record's raw text instead.
+  const BREAKS = /\r\n|\r|\n/g;
+  const breaksIn = (text: string) => text.match(BREAKS)?.length ?? 0;
+  let breaks = 0;
   try {
-    for await (const { record, info } of parser as AsyncIterable<{
-      record: Record<string, unknown>;
-      info: { lines: number };
-    }>) {
+    for await (const { record, raw } of parser as AsyncIterable<{ record: Record<string, unknown>; raw: string }>) {
       while (skipped.length) yield skipped.shift() as RawRow;
-      yield { line: previousEnd + 1, fields: record };
-      previousEnd = info.lines;
+      const leading = breaksIn(/^[\r\n]*/.exec(raw)?.[0] ?? '');
+      yield { line: 2 + breaks + leading, fields: record };
+      breaks += breaksIn(raw);
     }
   } catch (error) {
     if (error instanceof InputError) throw error;

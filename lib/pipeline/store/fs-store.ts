@@ -39,7 +39,8 @@ export class FsStore implements Store {
 
   async getStream(key: string): Promise<Readable> {
     const path = this.pathOf(key);
-    if (!(await this.head(key))) throw new StoreKeyMissingError(`no object at ${key}`);
+    const info = await stat(path).catch(() => undefined);
+    if (!info?.isFile()) throw new StoreKeyMissingError(`no object at ${key}`);
     return createReadStream(path);
   }
 
@@ -76,10 +77,13 @@ export class FsStore implements Store {
 
   async head(key: string): Promise<{ size: number; etag: string } | undefined> {
     try {
-      const info = await stat(this.pathOf(key));
+      const path = this.pathOf(key);
+      const info = await stat(path);
       if (!info.isFile()) return undefined;
-      const etag = createHash('sha256').update(`${info.size}:${info.mtimeMs}`).digest('hex').slice(0, 32);
-      return { size: info.size, etag };
+      // Like S3's ETag of a single-part upload: the MD5 of the content, so equal bytes give equal tags.
+      const md5 = createHash('md5');
+      await pipeline(createReadStream(path), md5);
+      return { size: info.size, etag: md5.digest('hex') };
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw error;

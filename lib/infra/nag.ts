@@ -1,0 +1,95 @@
+import { Validations } from 'aws-cdk-lib';
+import type { IConstruct } from 'constructs';
+import { INCOMING_PREFIX, runPrefix } from '../pipeline/keys.js';
+import type { PipelineStack } from './pipeline-stack.js';
+import { bedrockModelArns } from './stage-function.js';
+
+/**
+ * A resolved CloudFormation value as cdk-nag writes it into a finding id:
+ * `Ref X` -> `<X>`, `Fn::GetAtt [X, Y]` -> `<X.Y>`, `Fn::Join` joined.
+ */
+function flatten(value: unknown): string {
+  if (typeof value === 'string') return value;
+  const obj = value as Record<string, unknown>;
+  if ('Fn::Join' in obj) {
+    const [sep, parts] = obj['Fn::Join'] as [string, unknown[]];
+    return parts.map(flatten).join(sep);
+  }
+  if ('Ref' in obj) return `<${obj.Ref}>`;
+  if ('Fn::GetAtt' in obj) {
+    const [id, attr] = obj['Fn::GetAtt'] as [string, string];
+    return `<${id}.${attr}>`;
+  }
+  return JSON.stringify(value);
+}
+
+/** The AwsSolutions-IAM5 finding id of one wildcard resource in a policy of `scope`'s stack. */
+const wildcardResource = (stack: PipelineStack, arn: string) =>
+  `AwsSolutions-IAM5[Resource::${flatten(stack.resolve(arn))}]`;
+
+const acknowledge = (scope: IConstruct, id: string, reason: string) =>
+  Validations.of(scope).acknowledge({ id, reason });
+
+/**
+ * Acknowledges, by exact finding id and on the narrowest construct, the AwsSolutions findings this
+ * stack keeps on purpose. Everything else is fixed in the constructs; a new finding fails synth.
+ */
+export function applyNagAcknowledgements(stack: PipelineStack): void {
+  acknowledge(
+    stack.bucket,
+    'AwsSolutions-S1',
+    'Server access logs would need a second bucket; this one is private, SSL-only and written only by ' +
+      "the pipeline's roles. Turn on CloudTrail S3 data events for an access audit.",
+  );
+
+  for (const fn of Object.values(stack.functions)) {
+    acknowledge(
+      fn.role,
+      'AwsSolutions-IAM5[Resource::*]',
+      'Lambda active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords support no resource-level ' +
+        'permissions. The test asserts no other statement of a stage role has Resource "*".',
+    );
+    acknowledge(
+      fn.role,
+      wildcardResource(stack, stack.bucket.arnForObjects(runPrefix('*'))),
+      'A stage reads and writes the objects of a run under runs/<runId>/, and run ids are known only at run ' +
+        'time; the grant is object-level Get/Put/PutTagging/AbortMultipartUpload, no delete.',
+    );
+    acknowledge(
+      fn.function,
+      'AwsSolutions-L1',
+      'nodejs22.x is pinned on purpose: the bundles target node22 and the code is tested on Node 20-22. ' +
+        'Moving to nodejs24.x is a deliberate change with its own test run.',
+    );
+    for (const arn of fn.modelSpecs.flatMap(bedrockModelArns).filter((a) => a.includes('*'))) {
+      acknowledge(
+        fn.role,
+        wildcardResource(stack, arn),
+        'A cross-region inference profile sends each request to its foundation model in one of the ' +
+          "profile's regions, and Bedrock authorizes the model in that region; the profile ARN itself is " +
+          'scoped to this account and region, and the model is this one model id.',
+      );
+    }
+  }
+  acknowledge(
+    stack.functions.split.role,
+    wildcardResource(stack, stack.bucket.arnForObjects(`${INCOMING_PREFIX}*`)),
+    'split reads the uploaded input, whose key is known only when the upload event arrives; read-only.',
+  );
+
+  const machine = stack.pipeline.stateMachine;
+  acknowledge(
+    machine.role,
+    'AwsSolutions-IAM5[Resource::*]',
+    'Execution logging and tracing: the CloudWatch Logs delivery actions (logs:CreateLogDelivery and ' +
+      'friends) and the X-Ray writes support no resource-level permissions.',
+  );
+  for (const fn of Object.values(stack.functions)) {
+    acknowledge(
+      machine.role,
+      wildcardResource(stack, `${fn.function.functionArn}:*`),
+      "LambdaInvoke grants the stage function and its qualified versions (<arn>:*); it is this stack's own " +
+        'stage function and nothing else.',
+    );
+  }
+}

@@ -1,0 +1,134 @@
+import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import { Match, Rule } from 'aws-cdk-lib/aws-events';
+import { SfnStateMachine } from 'aws-cdk-lib/aws-events-targets';
+import { BlockPublicAccess, Bucket, BucketEncryption, type CfnBucket } from 'aws-cdk-lib/aws-s3';
+import type { Construct } from 'constructs';
+import type { PipelineConfig } from '../pipeline/config.js';
+import { ConfigError } from '../pipeline/errors.js';
+import { INCOMING_PREFIX } from '../pipeline/keys.js';
+import type { ModelStage } from '../pipeline/schemas.js';
+import { INTERMEDIATE_TAG } from '../pipeline/store/s3-store.js';
+import { PipelineStateMachine } from './pipeline-state-machine.js';
+import { FUNCTION_STAGES, type FunctionStage, StageFunction } from './stage-function.js';
+
+/** Lambda allows 4 KB of environment in all; the rest of the variables need some of it. */
+export const MAX_CONFIG_ENV_BYTES = 3_500;
+
+/** Properties of a PipelineStack. */
+export interface PipelineStackProps extends StackProps {
+  /** The parsed pipeline configuration; its models decide each function's Bedrock access. */
+  readonly config: PipelineConfig;
+  /**
+   * Whether `llama:` model specs are accepted. They run only in-process, so only a template
+   * meant for the local engine may carry them.
+   * @default false
+   */
+  readonly allowLocalModels?: boolean;
+}
+
+/** The problems that make a configuration unfit for this stack, one line each. */
+export function stackConfigProblems(config: PipelineConfig, allowLocalModels = false): string[] {
+  const problems: string[] = [];
+  if (!allowLocalModels) {
+    for (const [stage, spec] of Object.entries(config.models)) {
+      if (spec.startsWith('llama:')) {
+        problems.push(`models.${stage} is ${spec}: llama models run only in-process, locally, never in Lambda`);
+      }
+    }
+  }
+  const bytes = Buffer.byteLength(JSON.stringify(config), 'utf8');
+  if (bytes > MAX_CONFIG_ENV_BYTES) {
+    problems.push(
+      `the configuration is ${bytes} bytes as JSON, over the ${MAX_CONFIG_ENV_BYTES} bytes that fit in ` +
+        "Lambda's 4 KB environment: shorten the prompt templates or criteria",
+    );
+  }
+  return problems;
+}
+
+/**
+ * The serverless pipeline: an upload under `incoming/` in the bucket starts, through EventBridge,
+ * a Step Functions run of the six stage functions; everything a run writes lands under `runs/`.
+ */
+export class PipelineStack extends Stack {
+  /** The bucket of uploads and runs. */
+  readonly bucket: Bucket;
+  /** The function of each stage. */
+  readonly functions: Readonly<Record<FunctionStage, StageFunction>>;
+  /** The workflow of a run. */
+  readonly pipeline: PipelineStateMachine;
+
+  constructor(scope: Construct, id: string, props: PipelineStackProps) {
+    super(scope, id, props);
+    const { config } = props;
+    const problems = stackConfigProblems(config, props.allowLocalModels ?? false);
+    if (problems.length > 0) {
+      throw new ConfigError(`${id}: cannot synthesize:\n- ${problems.join('\n- ')}`);
+    }
+
+    this.bucket = new Bucket(this, 'Bucket', {
+      blockPublicAccess: BlockPublicAccess.BLOCK_ALL,
+      enforceSSL: true,
+      encryption: BucketEncryption.S3_MANAGED,
+      lifecycleRules: [
+        {
+          id: 'expire-intermediate',
+          tagFilters: { [INTERMEDIATE_TAG.key]: INTERMEDIATE_TAG.value },
+          expiration: Duration.days(14),
+        },
+        { id: 'abort-incomplete-uploads', abortIncompleteMultipartUploadAfter: Duration.days(7) },
+      ],
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    // The L2 `eventBridgeEnabled: true` sets this through a custom resource with its own Lambda
+    // and role; CloudFormation sets it natively on a bucket the stack owns. (Adding S3 event
+    // notifications to this bucket later would bring that custom resource back and replace it.)
+    (this.bucket.node.defaultChild as CfnBucket).notificationConfiguration = {
+      eventBridgeConfiguration: { eventBridgeEnabled: true },
+    };
+
+    const stageFunction = (stage: FunctionStage) =>
+      new StageFunction(this, `${stage[0]?.toUpperCase()}${stage.slice(1)}`, {
+        stage,
+        bucket: this.bucket,
+        config,
+        readsIncoming: stage === 'split',
+      });
+    const functions = Object.fromEntries(FUNCTION_STAGES.map((stage) => [stage, stageFunction(stage)])) as Record<
+      FunctionStage,
+      StageFunction
+    >;
+    for (const stage of Object.keys(config.models) as ModelStage[]) {
+      functions[stage].allowModels([config.models[stage]]);
+    }
+    this.functions = functions;
+
+    this.pipeline = new PipelineStateMachine(this, 'Pipeline', {
+      functions: {
+        split: functions.split.function,
+        induce: functions.induce.function,
+        filter: functions.filter.function,
+        respond: functions.respond.function,
+        evaluate: functions.evaluate.function,
+        merge: functions.merge.function,
+      },
+      concurrency: config.concurrency,
+    });
+
+    new Rule(this, 'InputUploaded', {
+      description: `Starts a pipeline run for each object created under ${INCOMING_PREFIX}`,
+      eventPattern: {
+        source: ['aws.s3'],
+        detailType: ['Object Created'],
+        detail: {
+          bucket: { name: [this.bucket.bucketName] },
+          object: { key: Match.prefix(INCOMING_PREFIX) },
+        },
+      },
+      targets: [new SfnStateMachine(this.pipeline.stateMachine)],
+    });
+
+    new CfnOutput(this, 'BucketName', { value: this.bucket.bucketName });
+    new CfnOutput(this, 'StateMachineArn', { value: this.pipeline.stateMachine.stateMachineArn });
+  }
+}

@@ -1,0 +1,137 @@
+import { Duration, Names, RemovalPolicy } from 'aws-cdk-lib';
+import type { IFunction } from 'aws-cdk-lib/aws-lambda';
+import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import {
+  Choice,
+  Condition,
+  DefinitionBody,
+  JitterType,
+  JsonPath,
+  LogLevel,
+  Map as MapState,
+  Pass,
+  StateMachine,
+  StateMachineType,
+  Succeed,
+  TaskInput,
+  Timeout,
+} from 'aws-cdk-lib/aws-stepfunctions';
+import { LambdaInvoke } from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { Construct } from 'constructs';
+import type { FunctionStage } from './stage-function.js';
+
+/** Properties of a PipelineStateMachine. */
+export interface PipelineStateMachineProps {
+  /** The function of each stage. */
+  readonly functions: Readonly<Record<FunctionStage, IFunction>>;
+  /** Shards processed at once: the Map's MaxConcurrency. */
+  readonly concurrency: number;
+}
+
+/** Every task gets the Lambda maximum; the local engine's 60 s default is too short for a model stage. */
+const TASK_TIMEOUT = Duration.minutes(15);
+
+/**
+ * The Standard workflow of one run: `Split` the upload into shards, skip a redelivered event
+ * (`DuplicateEvent?`), run `Induce -> Filter -> Respond -> Evaluate` over each shard in an inline
+ * Map (`Shards`), then `Merge`. A shard whose stage fails after its retries becomes a
+ * `ShardFailed` result and the run goes on.
+ *
+ * JSONPath and inline Map only: the local engine cannot run Distributed Map, JSONata or Assign.
+ */
+export class PipelineStateMachine extends Construct {
+  /** The state machine. */
+  readonly stateMachine: StateMachine;
+  /** Where execution history goes (without execution data: records must not leak into logs). */
+  readonly logGroup: LogGroup;
+
+  constructor(scope: Construct, id: string, props: PipelineStateMachineProps) {
+    super(scope, id);
+    const { functions } = props;
+
+    const split = new LambdaInvoke(this, 'Split', {
+      lambdaFunction: functions.split,
+      payload: TaskInput.fromObject({
+        event: JsonPath.entirePayload,
+        executionId: JsonPath.stringAt('$$.Execution.Id'),
+      }),
+      outputPath: '$.Payload',
+      taskTimeout: Timeout.duration(TASK_TIMEOUT),
+    });
+
+    const shardFailed = new Pass(this, 'ShardFailed', {
+      parameters: {
+        shard: JsonPath.stringAt('$.shard'),
+        failed: true,
+        error: JsonPath.stringAt('$.error.Error'),
+      },
+    });
+    const modelTask = (stateId: string, fn: IFunction) =>
+      new LambdaInvoke(this, stateId, {
+        lambdaFunction: fn,
+        payload: TaskInput.fromJsonPathAt('$'),
+        outputPath: '$.Payload',
+        taskTimeout: Timeout.duration(TASK_TIMEOUT),
+        retryOnServiceExceptions: true,
+      })
+        // Provider quotas are per minute: back off for minutes, not seconds.
+        .addRetry({
+          errors: ['ModelThrottledError'],
+          interval: Duration.seconds(10),
+          backoffRate: 2,
+          maxAttempts: 8,
+          maxDelay: Duration.minutes(5),
+          jitterStrategy: JitterType.FULL,
+        })
+        .addRetry({
+          errors: ['ModelTransientError', 'Lambda.TooManyRequestsException', 'States.Timeout'],
+          interval: Duration.seconds(2),
+          backoffRate: 2,
+          maxAttempts: 4,
+          jitterStrategy: JitterType.FULL,
+        })
+        .addCatch(shardFailed, { errors: ['States.ALL'], resultPath: '$.error' });
+
+    const shard = modelTask('Induce', functions.induce)
+      .next(modelTask('Filter', functions.filter))
+      .next(modelTask('Respond', functions.respond))
+      .next(modelTask('Evaluate', functions.evaluate));
+
+    const shards = new MapState(this, 'Shards', {
+      itemsPath: '$.shards',
+      itemSelector: {
+        runId: JsonPath.stringAt('$.runId'),
+        shard: JsonPath.stringAt('$$.Map.Item.Value'),
+      },
+      maxConcurrency: props.concurrency,
+      resultPath: '$.shardResults',
+    }).itemProcessor(shard);
+
+    const merge = new LambdaInvoke(this, 'Merge', {
+      lambdaFunction: functions.merge,
+      payload: TaskInput.fromObject({
+        runId: JsonPath.stringAt('$.runId'),
+        shardResults: JsonPath.objectAt('$.shardResults'),
+      }),
+      outputPath: '$.Payload',
+      taskTimeout: Timeout.duration(TASK_TIMEOUT),
+    });
+
+    const duplicate = new Choice(this, 'DuplicateEvent', { stateName: 'DuplicateEvent?' })
+      .when(Condition.booleanEquals('$.duplicate', true), new Succeed(this, 'AlreadyStarted'))
+      .otherwise(shards.next(merge));
+
+    this.logGroup = new LogGroup(this, 'Logs', {
+      // The vendedlogs prefix keeps CloudWatch's log-delivery resource policy from growing per log group.
+      logGroupName: `/aws/vendedlogs/states/${Names.uniqueResourceName(this, { maxLength: 200 })}`,
+      retention: RetentionDays.ONE_MONTH,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    this.stateMachine = new StateMachine(this, 'StateMachine', {
+      stateMachineType: StateMachineType.STANDARD,
+      definitionBody: DefinitionBody.fromChainable(split.next(duplicate)),
+      logs: { destination: this.logGroup, level: LogLevel.ALL, includeExecutionData: false },
+      tracingEnabled: true,
+    });
+  }
+}

@@ -1,0 +1,150 @@
+import { fileURLToPath } from 'node:url';
+import { Aws, Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
+import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
+import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
+import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { IBucket } from 'aws-cdk-lib/aws-s3';
+import { Construct } from 'constructs';
+import type { PipelineConfig } from '../pipeline/config.js';
+import { ENV_KEYS } from '../pipeline/env.js';
+import { INCOMING_PREFIX, runPrefix } from '../pipeline/keys.js';
+import { MODEL_STAGES } from '../pipeline/schemas.js';
+
+/** Every stage that runs as a Lambda function, in pipeline order. */
+export const FUNCTION_STAGES = ['split', ...MODEL_STAGES, 'merge'] as const;
+export type FunctionStage = (typeof FUNCTION_STAGES)[number];
+
+/** Prefixes of Bedrock cross-region inference profile ids. */
+export const INFERENCE_PROFILE_PREFIXES = ['us.', 'eu.', 'apac.', 'global.', 'jp.', 'au.', 'ca.', 'us-gov.'] as const;
+
+/**
+ * The resource ARNs `bedrock:InvokeModel` needs for one model spec; none for a non-Bedrock spec.
+ * A cross-region inference profile also needs its foundation model in every region it routes to.
+ */
+export function bedrockModelArns(spec: string): string[] {
+  if (!spec.startsWith('bedrock:')) return [];
+  const id = spec.slice('bedrock:'.length);
+  if (id.startsWith('arn:')) return [id];
+  const prefix = INFERENCE_PROFILE_PREFIXES.find((p) => id.startsWith(p));
+  if (prefix === undefined) return [`arn:${Aws.PARTITION}:bedrock:${Aws.REGION}::foundation-model/${id}`];
+  return [
+    `arn:${Aws.PARTITION}:bedrock:${Aws.REGION}:${Aws.ACCOUNT_ID}:inference-profile/${id}`,
+    `arn:${Aws.PARTITION}:bedrock:*::foundation-model/${id.slice(prefix.length)}`,
+  ];
+}
+
+/** Properties of a StageFunction. */
+export interface StageFunctionProps {
+  /** The stage this function runs; picks the entry `lambdas/<stage>.ts` and sets `STAGE`. */
+  readonly stage: FunctionStage;
+  /** The run bucket: the function reads and writes `runs/*`. */
+  readonly bucket: IBucket;
+  /** The resolved pipeline configuration, passed as `PIPELINE_CONFIG`. */
+  readonly config: PipelineConfig;
+  /**
+   * Whether the function reads uploads under `incoming/`; only `split` does.
+   * @default false
+   */
+  readonly readsIncoming?: boolean;
+  /**
+   * Memory in MB; CPU scales with it, and JSONL parsing of a shard is CPU-bound.
+   * @default 1024
+   */
+  readonly memorySize?: number;
+  /**
+   * The function timeout.
+   * @default Duration.minutes(15)
+   */
+  readonly timeout?: Duration;
+}
+
+/**
+ * One pipeline stage as a Lambda function, with every default in one place: nodejs22.x on arm64,
+ * X-Ray tracing, its own log group, an ESM bundle with source maps, the stage environment and
+ * least-privilege access to the run bucket.
+ */
+export class StageFunction extends Construct {
+  /** The Lambda function. */
+  readonly function: NodejsFunction;
+  /** The function's execution role. */
+  readonly role: Role;
+  /** The function's log group. */
+  readonly logGroup: LogGroup;
+  /** The stage this function runs. */
+  readonly stage: FunctionStage;
+  /** The model specs granted so far through `allowModels`. */
+  readonly modelSpecs: string[] = [];
+
+  constructor(scope: Construct, id: string, props: StageFunctionProps) {
+    super(scope, id);
+    this.stage = props.stage;
+    this.logGroup = new LogGroup(this, 'Logs', {
+      retention: RetentionDays.ONE_MONTH,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    // An own role instead of the default one: the default attaches AWSLambdaBasicExecutionRole,
+    // which may write to any log group; this one writes only to its own.
+    this.role = new Role(this, 'Role', { assumedBy: new ServicePrincipal('lambda.amazonaws.com') });
+    this.logGroup.grantWrite(this.role);
+
+    this.function = new NodejsFunction(this, 'Function', {
+      entry: fileURLToPath(new URL(`../../lambdas/${props.stage}.ts`, import.meta.url)),
+      handler: 'handler',
+      runtime: Runtime.NODEJS_22_X,
+      architecture: Architecture.ARM_64,
+      tracing: Tracing.ACTIVE,
+      role: this.role,
+      logGroup: this.logGroup,
+      memorySize: props.memorySize ?? 1024,
+      timeout: props.timeout ?? Duration.minutes(15),
+      environment: {
+        [ENV_KEYS.stage]: props.stage,
+        [ENV_KEYS.bucket]: props.bucket.bucketName,
+        [ENV_KEYS.config]: JSON.stringify(props.config),
+        NODE_OPTIONS: '--enable-source-maps',
+      },
+      bundling: {
+        format: OutputFormat.ESM,
+        sourceMap: true,
+        target: 'node22',
+        mainFields: ['module', 'main'],
+        // Bundled CommonJS dependencies call require(), which ESM lacks.
+        banner: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);",
+        // In-process models never run in Lambda; the code imports node-llama-cpp lazily.
+        externalModules: ['node-llama-cpp'],
+      },
+    });
+
+    this.grantBucket(props.bucket, props.readsIncoming ?? false);
+  }
+
+  /**
+   * Lets the function call `bedrock:InvokeModel` on exactly the models of the `bedrock:` specs;
+   * other specs (openai, llama) grant nothing.
+   */
+  allowModels(modelSpecs: readonly string[]): void {
+    const arns = [...new Set(modelSpecs.flatMap(bedrockModelArns))];
+    this.modelSpecs.push(...modelSpecs);
+    if (arns.length === 0) return;
+    this.role.addToPrincipalPolicy(new PolicyStatement({ actions: ['bedrock:InvokeModel'], resources: arns }));
+  }
+
+  private grantBucket(bucket: IBucket, readsIncoming: boolean): void {
+    // ListBucket makes a missing key answer 404 instead of 403, which the store relies on.
+    this.role.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:ListBucket'], resources: [bucket.bucketArn] }));
+    this.role.addToPrincipalPolicy(
+      new PolicyStatement({
+        // PutObjectTagging: intermediate objects carry the lifecycle tag. AbortMultipartUpload:
+        // a failed streamed write must not leave its parts behind.
+        actions: ['s3:GetObject', 's3:PutObject', 's3:PutObjectTagging', 's3:AbortMultipartUpload'],
+        resources: [bucket.arnForObjects(runPrefix('*'))],
+      }),
+    );
+    if (readsIncoming) {
+      this.role.addToPrincipalPolicy(
+        new PolicyStatement({ actions: ['s3:GetObject'], resources: [bucket.arnForObjects(`${INCOMING_PREFIX}*`)] }),
+      );
+    }
+  }
+}

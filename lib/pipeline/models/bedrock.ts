@@ -1,0 +1,226 @@
+import {
+  BedrockRuntimeClient,
+  type ContentBlock,
+  ConverseCommand,
+  type ConverseCommandInput,
+  type ConverseCommandOutput,
+  type ToolInputSchema,
+} from '@aws-sdk/client-bedrock-runtime';
+import type { z } from 'zod';
+import {
+  JudgeAnswerError,
+  ModelConfigError,
+  ModelRefusedError,
+  ModelRequestError,
+  ModelThrottledError,
+  ModelTransientError,
+} from '../errors.js';
+import {
+  extractJsonObject,
+  type GenerateRequest,
+  type GenerateResult,
+  type JudgeRequest,
+  type JudgeResult,
+  jsonSchemaOf,
+  type ModelClient,
+  type Usage,
+} from './model-client.js';
+
+/** Options of a {@link BedrockModelClient}. */
+export interface BedrockModelClientOptions {
+  /** The spec the client was made from, e.g. `bedrock:anthropic.claude-3-haiku-20240307-v1:0`. */
+  readonly spec: string;
+  /** The Bedrock model id or inference profile id / ARN. */
+  readonly modelId: string;
+  /** The runtime client; default a process-wide client with adaptive retry. */
+  readonly client?: BedrockRuntimeClient;
+  /**
+   * Whether `judge` forces a tool call (default true). Set false only for models without tool use:
+   * the answer is then read as a JSON object from the text.
+   */
+  readonly toolUse?: boolean;
+}
+
+let sharedClient: BedrockRuntimeClient | undefined;
+
+/**
+ * The process-wide runtime client. The adaptive limiter only works when every caller in the process
+ * shares one client, and a per-minute quota needs more attempts than the SDK's default three.
+ */
+function defaultClient(): BedrockRuntimeClient {
+  sharedClient ??= new BedrockRuntimeClient({ retryMode: 'adaptive', maxAttempts: 6 });
+  return sharedClient;
+}
+
+/** A model served by Amazon Bedrock, called through the Converse API. */
+export class BedrockModelClient implements ModelClient {
+  readonly spec: string;
+  readonly modelId: string;
+  private readonly client: BedrockRuntimeClient | undefined;
+  private readonly toolUse: boolean;
+
+  constructor({ spec, modelId, client, toolUse = true }: BedrockModelClientOptions) {
+    this.spec = spec;
+    this.modelId = modelId;
+    this.client = client;
+    this.toolUse = toolUse;
+  }
+
+  /** Sends one system prompt and one user message; returns the answer text, trimmed. */
+  async generate(request: GenerateRequest): Promise<GenerateResult> {
+    const response = await this.converse(this.input(request, request.prompt));
+    const usage = usageOf(response);
+    return { text: textOf(response.output?.message?.content), usage };
+  }
+
+  /** Asks for an answer matching `request.schema`, through a forced tool call (or JSON text). */
+  async judge<T>(request: JudgeRequest<T>): Promise<JudgeResult<T>> {
+    const json = jsonSchemaOf(request.schema);
+    if (!this.toolUse) {
+      const prompt =
+        `${request.prompt}\n\nAnswer with only a JSON object (no prose, no code fence) that matches this ` +
+        `JSON schema:\n${JSON.stringify(json)}`;
+      const response = await this.converse(this.input(request, prompt));
+      const usage = usageOf(response);
+      const text = textOf(response.output?.message?.content);
+      const found = extractJsonObject(text);
+      if (found === undefined)
+        throw new JudgeAnswerError(
+          `${this.modelId} answered ${request.toolName} without a JSON object`,
+          usage,
+        );
+      return { value: this.validate(request, found, usage), usage };
+    }
+
+    const response = await this.converse({
+      ...this.input(request, request.prompt),
+      toolConfig: {
+        tools: [
+          {
+            toolSpec: {
+              name: request.toolName,
+              description: request.toolDescription,
+              inputSchema: { json: json as ToolInputSchema.JsonMember['json'] },
+            },
+          },
+        ],
+        toolChoice: { tool: { name: request.toolName } },
+      },
+    });
+    const usage = usageOf(response);
+    const toolUses = (response.output?.message?.content ?? []).flatMap((b) => (b.toolUse ? [b.toolUse] : []));
+    const toolUse = toolUses.find((t) => t.name === request.toolName) ?? toolUses[0];
+    if (!toolUse)
+      throw new JudgeAnswerError(
+        `${this.modelId} did not call tool ${request.toolName} (stopReason ${response.stopReason})`,
+        usage,
+      );
+    return { value: this.validate(request, toolUse.input, usage), usage };
+  }
+
+  private input(request: GenerateRequest, prompt: string): ConverseCommandInput {
+    return {
+      modelId: this.modelId,
+      system: [{ text: request.system }],
+      messages: [{ role: 'user', content: [{ text: prompt }] }],
+      inferenceConfig: { maxTokens: request.maxTokens, temperature: request.temperature },
+    };
+  }
+
+  private async converse(input: ConverseCommandInput): Promise<ConverseCommandOutput> {
+    let response: ConverseCommandOutput;
+    try {
+      response = await (this.client ?? defaultClient()).send(new ConverseCommand(input));
+    } catch (error) {
+      throw mapBedrockError(error, this.modelId);
+    }
+    if (response.stopReason === 'guardrail_intervened' || response.stopReason === 'content_filtered')
+      throw new ModelRefusedError(`${this.modelId} stopped with ${response.stopReason}`, usageOf(response));
+    return response;
+  }
+
+  private validate<T>(request: JudgeRequest<T>, value: unknown, usage: Usage): T {
+    const parsed = request.schema.safeParse(value);
+    if (parsed.success) return parsed.data;
+    throw new JudgeAnswerError(
+      `${this.modelId} answered ${request.toolName} off-schema: ${describeIssues(parsed.error)}`,
+      usage,
+      { cause: parsed.error },
+    );
+  }
+}
+
+function usageOf(response: ConverseCommandOutput): Usage {
+  return { inputTokens: response.usage?.inputTokens ?? 0, outputTokens: response.usage?.outputTokens ?? 0 };
+}
+
+function textOf(content: ContentBlock[] | undefined): string {
+  return (content ?? [])
+    .map((b) => b.text ?? '')
+    .join('')
+    .trim();
+}
+
+/** A short, one-line summary of a zod error, for a reject's detail. */
+function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 5)
+    .map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
+    .join('; ');
+}
+
+// A daily token quota comes back as ServiceQuotaExceededException (HTTP 400): waiting is the only cure.
+const THROTTLED = new Set([
+  'ThrottlingException',
+  'TooManyRequestsException',
+  'ServiceQuotaExceededException',
+]);
+const TRANSIENT = new Set([
+  'ServiceUnavailableException',
+  'InternalServerException',
+  'ModelNotReadyException',
+  'ModelTimeoutException',
+  'TimeoutError',
+  'RequestTimeout',
+  'RequestTimeoutException',
+]);
+const CONFIG = new Set(['AccessDeniedException', 'ResourceNotFoundException', 'UnrecognizedClientException']);
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'EAI_AGAIN',
+  'ERR_HTTP2_STREAM_ERROR',
+  'ERR_HTTP2_SESSION_ERROR',
+  'ERR_HTTP2_GOAWAY_SESSION',
+  'ERR_HTTP2_STREAM_CANCEL',
+]);
+// Request-level validation messages that mean the model, not the record, is wrong.
+const CONFIG_VALIDATION =
+  /model identifier is invalid|invalid model identifier|on-demand throughput isn.t supported|doesn.t support (tool use|the toolConfig)/i;
+
+/** Maps an SDK or network error to the pipeline's named errors; keeps the original as `cause`. */
+function mapBedrockError(error: unknown, modelId: string): unknown {
+  if (!(error instanceof Error)) return error;
+  const e = error as Error & { code?: unknown; $metadata?: { httpStatusCode?: number } };
+  const name = e.name;
+  const status = e.$metadata?.httpStatusCode;
+  const message = `bedrock ${modelId}: ${name}: ${e.message}`;
+  const options = { cause: error };
+  if (THROTTLED.has(name) || status === 429) return new ModelThrottledError(message, options);
+  if (
+    TRANSIENT.has(name) ||
+    (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) ||
+    NETWORK_CODES.has(name) ||
+    (status !== undefined && status >= 500)
+  )
+    return new ModelTransientError(message, options);
+  if (CONFIG.has(name) || status === 401 || status === 403) return new ModelConfigError(message, options);
+  if (name === 'ValidationException' && CONFIG_VALIDATION.test(e.message))
+    return new ModelConfigError(message, options);
+  if (name === 'ValidationException' || (status !== undefined && status >= 400))
+    return new ModelRequestError(message, options);
+  return error;
+}
