@@ -1,6 +1,11 @@
 import type { parseArgs as ParseArgs } from 'node:util';
-import { DEFAULT_LOCAL_MODEL, type PipelineConfigInput, loadConfigFile, parseConfig } from '../pipeline/config.js';
 import { type ProgressEvent, runLocal } from '../local/run-local.js';
+import {
+  DEFAULT_LOCAL_MODEL,
+  loadConfigFile,
+  type PipelineConfigInput,
+  parseConfig,
+} from '../pipeline/config.js';
 
 /** Where the CLI writes, and the argument parser it uses; injectable for tests. */
 export interface CliIo {
@@ -37,13 +42,15 @@ class UsageError extends Error {
 const positiveInt = (flag: string, value: string | undefined) => {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} takes a whole number of at least 1, not "${value}"`);
+  if (!Number.isInteger(n) || n < 1)
+    throw new UsageError(`${flag} takes a whole number of at least 1, not "${value}"`);
   return n;
 };
 
 /** Builds the run's configuration: defaults, then the config file, then flags. */
 async function configFrom(values: Record<string, string | boolean | undefined>) {
-  const file: PipelineConfigInput = typeof values.config === 'string' ? await loadConfigFile(values.config) : {};
+  const file: PipelineConfigInput =
+    typeof values.config === 'string' ? await loadConfigFile(values.config) : {};
   const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
   const base = str('model');
   const fileModels = file.models;
@@ -84,8 +91,11 @@ function progressPrinter(write: (line: string) => void) {
       d.shards++;
       d.kept += event.records;
       done.set(event.stage, d);
-      write(`${event.stage.padEnd(9)} shard ${d.shards}/${shards} done, ${d.kept} kept so far (${event.ms} ms)`);
-    } else write(`${event.stage.padEnd(9)} shard ${event.shard} failed: ${event.error} (retried or recorded)`);
+      write(
+        `${event.stage.padEnd(9)} shard ${d.shards}/${shards} done, ${d.kept} kept so far (${event.ms} ms)`,
+      );
+    } else
+      write(`${event.stage.padEnd(9)} shard ${event.shard} failed: ${event.error} (retried or recorded)`);
   };
 }
 
@@ -149,7 +159,8 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     io.stdout.write(`${result.pairsPath}\n${result.rejectsPath}\n${result.reportPath}\n`);
     return 0;
   } catch (error) {
-    const usage = error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    const usage =
+      error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
     say(`safer-instruct: ${messageOf(error)}`);
     if (usage) say('try: safer-instruct run --help');
     return usage ? 2 : 1;

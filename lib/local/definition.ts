@@ -39,7 +39,9 @@ export function resolveIntrinsics(value: unknown, template: Template): unknown {
 
 /** The Amazon States Language definition of a state machine in a synthesized template. */
 export function definitionOf(template: Template, stateMachineLogicalId?: string): Record<string, unknown> {
-  const machines = Object.entries(template.Resources).filter(([, r]) => r.Type === 'AWS::StepFunctions::StateMachine');
+  const machines = Object.entries(template.Resources).filter(
+    ([, r]) => r.Type === 'AWS::StepFunctions::StateMachine',
+  );
   const found = stateMachineLogicalId ? machines.find(([id]) => id === stateMachineLogicalId) : machines[0];
   if (!found) throw new Error('the template has no state machine');
   const raw = resolveIntrinsics(found[1].Properties?.DefinitionString, template);

@@ -9,10 +9,10 @@ import { type PipelineConfig, parseConfig } from '../pipeline/config.js';
 import type { StageDeps } from '../pipeline/deps.js';
 import { InputError } from '../pipeline/errors.js';
 import { INCOMING_PREFIX } from '../pipeline/keys.js';
-import { LOCAL_ENV } from './definition.js';
 import { ModelRegistry } from '../pipeline/models/registry.js';
 import { MergeResult, SplitResult } from '../pipeline/schemas.js';
 import { FsStore } from '../pipeline/store/fs-store.js';
+import { LOCAL_ENV } from './definition.js';
 import { STAGE_HANDLERS } from './handlers.js';
 import { synthesizePipeline } from './synth.js';
 
@@ -57,7 +57,8 @@ function lambdaTaskStates(states: Json, into: string[] = []): string[] {
     if (state.Type === 'Task' && String(state.Resource).includes(':lambda:invoke')) into.push(name);
     const processor = (state.ItemProcessor ?? state.Iterator) as Json | undefined;
     if (processor) lambdaTaskStates(processor.States as Json, into);
-    for (const branch of (state.Branches as Json[] | undefined) ?? []) lambdaTaskStates(branch.States as Json, into);
+    for (const branch of (state.Branches as Json[] | undefined) ?? [])
+      lambdaTaskStates(branch.States as Json, into);
   }
   return into;
 }
@@ -96,7 +97,10 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
       models: registry,
       config: parseConfig(JSON.parse(fn.env.PIPELINE_CONFIG ?? '{}'), `${fn.stage} PIPELINE_CONFIG`),
     };
-    handlers.set(arn, module.createHandler(() => deps));
+    handlers.set(
+      arn,
+      module.createHandler(() => deps),
+    );
   }
 
   const progress = options.onProgress ?? (() => {});
@@ -112,7 +116,14 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
       if (fn.stage === 'split') {
         const split = SplitResult.parse(result);
         progress({ type: 'split', runId: split.runId, shards: split.shards.length, records: split.records });
-      } else progress({ type: 'stage', stage: fn.stage, shard, records: (result as { records?: number }).records ?? 0, ms: Date.now() - started });
+      } else
+        progress({
+          type: 'stage',
+          stage: fn.stage,
+          shard,
+          records: (result as { records?: number }).records ?? 0,
+          ms: Date.now() - started,
+        });
       return { StatusCode: 200, Payload: result } as never;
     } catch (error) {
       progress({ type: 'stage-error', stage: fn.stage, shard, error: (error as Error).name });
@@ -131,7 +142,11 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
       taskResourceLocalHandlers: Object.fromEntries(taskStates.map((name) => [name, invoke])),
       ...(options.retryIntervalMs === undefined
         ? {}
-        : { retryIntervalOverrides: Object.fromEntries(taskStates.map((n) => [n, options.retryIntervalMs as number])) }),
+        : {
+            retryIntervalOverrides: Object.fromEntries(
+              taskStates.map((n) => [n, options.retryIntervalMs as number]),
+            ),
+          }),
     },
     context: {
       Execution: { Id: executionId, Name: runName, Input: input, StartTime: new Date().toISOString() },

@@ -2,8 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { App } from 'aws-cdk-lib';
-import type { PipelineConfig } from '../pipeline/config.js';
 import { PipelineStack } from '../infra/pipeline-stack.js';
+import type { PipelineConfig } from '../pipeline/config.js';
 import { definitionOf, localFunctionArn } from './definition.js';
 
 /** A Lambda function of the synthesized stack, as the local engine runs it. */
@@ -36,17 +36,18 @@ export function synthesizePipeline(config: PipelineConfig): SynthesizedPipeline 
       treeMetadata: false,
     });
     const stack = new PipelineStack(app, 'SaferInstruct', { config, allowLocalModels: true });
-    const template = app.synth().getStackByName(stack.stackName).template as { Resources: Record<string, Resource> };
+    const template = app.synth().getStackByName(stack.stackName).template as {
+      Resources: Record<string, Resource>;
+    };
     const functions = new Map<string, LocalFunction>();
     for (const [logicalId, resource] of Object.entries(template.Resources)) {
       if (resource.Type !== 'AWS::Lambda::Function') continue;
       const env = ((resource.Properties?.Environment as { Variables?: Record<string, unknown> } | undefined)
         ?.Variables ?? {}) as Record<string, unknown>;
       if (typeof env.STAGE !== 'string') continue;
-      const plain = Object.fromEntries(Object.entries(env).filter(([, v]) => typeof v === 'string')) as Record<
-        string,
-        string
-      >;
+      const plain = Object.fromEntries(
+        Object.entries(env).filter(([, v]) => typeof v === 'string'),
+      ) as Record<string, string>;
       functions.set(localFunctionArn(logicalId), { logicalId, stage: env.STAGE, env: plain });
     }
     return { definition: definitionOf(template), functions };

@@ -8,25 +8,33 @@ import { ConfigError } from './errors.js';
  */
 export const ModelSpec = z
   .string()
-  .regex(/^(bedrock|openai|llama):.+/, 'a model spec is bedrock:<id>, openai:<baseURL>#<model> or llama:<path|hf:URI>');
+  .regex(
+    /^(bedrock|openai|llama):.+/,
+    'a model spec is bedrock:<id>, openai:<baseURL>#<model> or llama:<path|hf:URI>',
+  );
 export type ModelSpec = z.infer<typeof ModelSpec>;
 
 /** The local default: a small, permissively licensed (Apache-2.0) instruct model, fetched on first use. */
-export const DEFAULT_LOCAL_MODEL = 'llama:hf:Qwen/Qwen2.5-1.5B-Instruct-GGUF/qwen2.5-1.5b-instruct-q4_k_m.gguf';
+export const DEFAULT_LOCAL_MODEL =
+  'llama:hf:Qwen/Qwen2.5-1.5B-Instruct-GGUF/qwen2.5-1.5b-instruct-q4_k_m.gguf';
 
-const GenerationSettings = z.object({
-  maxTokens: z.number().int().min(1).max(8192),
-  temperature: z.number().min(0).max(2),
-  /** Replaces the stage's built-in prompt template. */
-  template: z.object({ system: z.string().min(1), user: z.string().min(1) }).optional(),
-});
+const Template = z.object({ system: z.string().min(1), user: z.string().min(1) });
 
-const JudgeSettings = GenerationSettings.extend({
-  /** What the judge checks, in plain words; inserted into the judge's prompt. */
-  criteria: z.string().min(1),
-  /** The lowest 1-5 rubric score that keeps a record. */
-  threshold: z.number().int().min(1).max(5),
-});
+/** A generation stage's settings, each with its stage's default. */
+const generationSettings = (maxTokens: number, temperature: number) =>
+  z.object({
+    maxTokens: z.number().int().min(1).max(8192).default(maxTokens),
+    temperature: z.number().min(0).max(2).default(temperature),
+    /** Replaces the stage's built-in prompt template. */
+    template: Template.optional(),
+  });
+
+/** A judging stage's settings: what it checks, in plain words, and the 1-5 score that keeps a record. */
+const judgeSettings = (maxTokens: number, criteria: string, threshold: number) =>
+  generationSettings(maxTokens, 0).extend({
+    criteria: z.string().min(1).default(criteria),
+    threshold: z.number().int().min(1).max(5).default(threshold),
+  });
 
 const DEFAULT_FILTER_CRITERIA =
   'Keep the instruction only if it is a coherent, self-contained request and the text is a plausible, ' +
@@ -66,25 +74,18 @@ export const PipelineConfig = z.object({
   callConcurrency: z.number().int().min(1).max(64).default(4),
   stages: z
     .object({
-      induce: GenerationSettings.prefault({ maxTokens: 128, temperature: 0.2 }),
-      filter: JudgeSettings.prefault({
-        maxTokens: 256,
-        temperature: 0,
-        criteria: DEFAULT_FILTER_CRITERIA,
-        threshold: 3,
-      }),
-      respond: GenerationSettings.prefault({ maxTokens: 512, temperature: 0.7 }),
-      evaluate: JudgeSettings.prefault({
-        maxTokens: 256,
-        temperature: 0,
-        criteria: DEFAULT_EVALUATE_CRITERIA,
-        threshold: 4,
-      }),
+      induce: generationSettings(128, 0.2).prefault({}),
+      filter: judgeSettings(256, DEFAULT_FILTER_CRITERIA, 3).prefault({}),
+      respond: generationSettings(512, 0.7).prefault({}),
+      evaluate: judgeSettings(256, DEFAULT_EVALUATE_CRITERIA, 4).prefault({}),
     })
     .prefault({}),
   /** USD per 1,000 tokens by model id; overrides and extends the built-in table. */
   prices: z
-    .record(z.string(), z.object({ inputPer1k: z.number().nonnegative(), outputPer1k: z.number().nonnegative() }))
+    .record(
+      z.string(),
+      z.object({ inputPer1k: z.number().nonnegative(), outputPer1k: z.number().nonnegative() }),
+    )
     .default({}),
 });
 export type PipelineConfig = z.infer<typeof PipelineConfig>;

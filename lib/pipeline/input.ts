@@ -50,7 +50,11 @@ export async function* readJsonl(stream: Readable): AsyncGenerator<RawRow> {
  * Reads CSV with a header row; quoted fields may span lines. A header without `requiredColumn`
  * is an InputError naming the file and the columns it has.
  */
-export async function* readCsv(stream: Readable, source: string, requiredColumn: string): AsyncGenerator<RawRow> {
+export async function* readCsv(
+  stream: Readable,
+  source: string,
+  requiredColumn: string,
+): AsyncGenerator<RawRow> {
   const parser = stream.pipe(
     parse({
       bom: true,
@@ -72,14 +76,20 @@ export async function* readCsv(stream: Readable, source: string, requiredColumn:
   );
   const skipped: RawRow[] = [];
   parser.on('skip', (error: Error & { lines?: number }) => {
-    skipped.push({ line: error.lines ?? 0, error: { reason: 'invalid-csv', detail: error.message.slice(0, 200) } });
+    skipped.push({
+      line: error.lines ?? 0,
+      error: { reason: 'invalid-csv', detail: error.message.slice(0, 200) },
+    });
   });
   // csv-parse's own line count drifts with CRLF input; count the breaks in each record's raw text instead.
   const BREAKS = /\r\n|\r|\n/g;
   const breaksIn = (text: string) => text.match(BREAKS)?.length ?? 0;
   let breaks = 0;
   try {
-    for await (const { record, raw } of parser as AsyncIterable<{ record: Record<string, unknown>; raw: string }>) {
+    for await (const { record, raw } of parser as AsyncIterable<{
+      record: Record<string, unknown>;
+      raw: string;
+    }>) {
       while (skipped.length) yield skipped.shift() as RawRow;
       const leading = breaksIn(/^[\r\n]*/.exec(raw)?.[0] ?? '');
       yield { line: 2 + breaks + leading, fields: record };
@@ -88,7 +98,9 @@ export async function* readCsv(stream: Readable, source: string, requiredColumn:
   } catch (error) {
     if (error instanceof InputError) throw error;
     const e = error as Error & { code?: string; lines?: number };
-    throw new InputError(`${source}: unreadable CSV at line ${e.lines ?? '?'}: ${e.message}`, { cause: error });
+    throw new InputError(`${source}: unreadable CSV at line ${e.lines ?? '?'}: ${e.message}`, {
+      cause: error,
+    });
   }
   while (skipped.length) yield skipped.shift() as RawRow;
 }

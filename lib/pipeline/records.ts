@@ -9,10 +9,15 @@ export const recordIdFor = (source: string, line: number): string => `r-${shortH
 
 /** Normalizes text as every stage sees it: NFC, LF line ends, no stray outer whitespace. */
 export const normalizeText = (text: string): string =>
-  text.normalize('NFC').replace(/\r\n?/g, '\n').replace(/[ \t]+\n/g, '\n').trim();
+  text
+    .normalize('NFC')
+    .replace(/\r\n?/g, '\n')
+    .replace(/[ \t]+\n/g, '\n')
+    .trim();
 
 /** The key under which texts count as the same: case and runs of whitespace ignored. */
-export const dedupKey = (text: string): string => shortHash(text.toLowerCase().replace(/\s+/g, ' ').trim(), 24);
+export const dedupKey = (text: string): string =>
+  shortHash(text.toLowerCase().replace(/\s+/g, ' ').trim(), 24);
 
 /** Two texts are the same response once normalized for comparison. */
 export const sameText = (a: string, b: string): boolean =>

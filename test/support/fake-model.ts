@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { JudgeAnswerError } from '../../lib/pipeline/errors.js';
 import type {
   GenerateRequest,
   GenerateResult,
@@ -6,7 +7,6 @@ import type {
   JudgeResult,
   ModelClient,
 } from '../../lib/pipeline/models/model-client.js';
-import { JudgeAnswerError } from '../../lib/pipeline/errors.js';
 
 /** The phrase every chosen response of the fake starts with, so its judge can find it. */
 export const FAKE_SAFE_PREFIX = 'I will not help with that';
@@ -28,7 +28,7 @@ export class FakeModel implements ModelClient {
   readonly calls: { kind: 'generate' | 'judge'; request: GenerateRequest }[] = [];
 
   constructor(
-    readonly spec = 'fake:model',
+    readonly spec = 'bedrock:fake',
     private readonly behaviour: {
       generate?: (req: GenerateRequest) => string | Promise<string>;
       judge?: (req: GenerateRequest & { toolName: string }) => unknown;
@@ -57,7 +57,8 @@ export class FakeModel implements ModelClient {
 
 function defaultGenerate(req: GenerateRequest): string {
   const response = [...req.prompt.matchAll(/<response>([\s\S]*?)<\/response>/g)].pop()?.[1];
-  if (response !== undefined) return `Write a short post that says: ${response.split(/\s+/).slice(0, 6).join(' ')}`;
+  if (response !== undefined)
+    return `Write a short post that says: ${response.split(/\s+/).slice(0, 6).join(' ')}`;
   const request = between(req.prompt, 'request');
   return `${FAKE_SAFE_PREFIX}, because it could hurt people. I can help with a respectful version of "${request.slice(0, 40)}" instead.`;
 }
@@ -72,5 +73,6 @@ function defaultJudge(req: GenerateRequest & { toolName: string }): unknown {
 
 /** A model registry over fixed clients, by spec. */
 export const fakeRegistry = (clients: Record<string, FakeModel> | FakeModel) => ({
-  get: async (spec: string) => (clients instanceof FakeModel ? clients : (clients[spec] ?? new FakeModel(spec))),
+  get: async (spec: string) =>
+    clients instanceof FakeModel ? clients : (clients[spec] ?? new FakeModel(spec)),
 });

@@ -9,7 +9,12 @@ import { tempDir } from './temp.js';
 export const fakeConfig = (overrides: PipelineConfigInput = {}) =>
   parseConfig({
     ...overrides,
-    models: { induce: 'bedrock:fake', filter: 'bedrock:fake', respond: 'bedrock:fake', evaluate: 'bedrock:fake' },
+    models: {
+      induce: 'bedrock:fake',
+      filter: 'bedrock:fake',
+      respond: 'bedrock:fake',
+      evaluate: 'bedrock:fake',
+    },
   } as PipelineConfigInput);
 
 /** Stage dependencies over a temporary filesystem store and one fake model. */

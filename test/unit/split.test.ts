@@ -33,14 +33,20 @@ describe('split', () => {
 
     const result = await putAndSplit(deps, 'records.jsonl', fixture);
 
-    const duplicate = (await readJsonl<Reject>(store, splitRejectsKey(result.runId))).find((r) => r.id === 'dup-text');
+    const duplicate = (await readJsonl<Reject>(store, splitRejectsKey(result.runId))).find(
+      (r) => r.id === 'dup-text',
+    );
     expect(duplicate?.detail).toBe('same text as rec-000');
   });
 
   it('gives records without an id a stable id from source and line', async () => {
     const { store, deps } = fakeDeps();
 
-    const result = await putAndSplit(deps, 'plain.jsonl', '{"text":"first"}\n{"text":"second","id":"given"}\n');
+    const result = await putAndSplit(
+      deps,
+      'plain.jsonl',
+      '{"text":"first"}\n{"text":"second","id":"given"}\n',
+    );
 
     const records = await readJsonl<InputRecord>(store, shardKey(result.runId, '00000', 'split'));
     expect(records.map((r) => r.id)).toEqual([recordIdFor('incoming/plain.jsonl', 1), 'given']);
@@ -52,12 +58,17 @@ describe('split', () => {
     const result = await putAndSplit(deps, 'ids.jsonl', '{"id":"a","text":"one"}\n{"id":"a","text":"two"}\n');
 
     const [reject] = await readJsonl<Reject>(store, splitRejectsKey(result.runId));
-    expect(reject).toMatchObject({ reason: 'duplicate-id', line: 2, id: recordIdFor('incoming/ids.jsonl', 2) });
+    expect(reject).toMatchObject({
+      reason: 'duplicate-id',
+      line: 2,
+      id: recordIdFor('incoming/ids.jsonl', 2),
+    });
   });
 
   it('reads CSV with a BOM, CRLF line ends and quoted fields that span lines', async () => {
     const { store, deps } = fakeDeps(undefined, { input: { textField: 'rejected', categoryField: 'label' } });
-    const csv = '\uFEFFinstruction,rejected,chosen,label\r\n"a","first\r\npost",x,hate\r\n"b","second post",y,nsfw\r\n';
+    const csv =
+      '\uFEFFinstruction,rejected,chosen,label\r\n"a","first\r\npost",x,hate\r\n"b","second post",y,nsfw\r\n';
 
     const result = await putAndSplit(deps, 'released.csv', csv);
 
@@ -75,7 +86,9 @@ describe('split', () => {
     const act = putAndSplit(deps, 'released.csv', 'instruction,rejected\na,b\n');
 
     await expect(act).rejects.toThrow(InputError);
-    await expect(act).rejects.toThrow(/incoming\/released\.csv: no column "text".*columns: instruction, rejected/);
+    await expect(act).rejects.toThrow(
+      /incoming\/released\.csv: no column "text".*columns: instruction, rejected/,
+    );
   });
 
   it('starts no second run when the same object version is delivered again', async () => {

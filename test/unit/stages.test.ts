@@ -10,7 +10,11 @@ import { respond } from '../../lib/pipeline/stages/respond.js';
 import { FAKE_SAFE_PREFIX, FakeModel } from '../support/fake-model.js';
 import { fakeDeps, putAndSplit, readJsonl } from '../support/pipeline.js';
 
-const texts = ['You people are vermin and should leave.', 'Everyone from that town is a thief.', 'I hope you get hurt.'];
+const texts = [
+  'You people are vermin and should leave.',
+  'Everyone from that town is a thief.',
+  'I hope you get hurt.',
+];
 const body = texts.map((text, i) => JSON.stringify({ id: `t${i}`, text, category: 'hate' })).join('\n');
 
 /** Splits the three texts and runs the stages before `until` with the default fake model. */
@@ -35,7 +39,10 @@ describe('induce', () => {
     const records = await readJsonl<InducedRecord>(store, shardKey(task.runId, '00000', 'induce'));
     expect(result.records).toBe(3);
     expect(records[0]?.instruction).toMatch(/^Write a short post that says: You people are vermin/);
-    expect(records[0]?.trace.induce).toEqual({ model: 'bedrock:fake', template: templateHash(templateFor('induce')) });
+    expect(records[0]?.trace.induce).toEqual({
+      model: 'bedrock:fake',
+      template: templateHash(templateFor('induce')),
+    });
   });
 
   it('rejects a text for which the model writes no instruction', async () => {
@@ -82,7 +89,10 @@ describe('filter', () => {
 
     const rejects = await readJsonl<Reject>(store, shardRejectsKey(task.runId, '00000', 'filter'));
     expect(result.records).toBe(0);
-    expect(rejects[0]).toMatchObject({ reason: 'low-quality-instruction', detail: 'score 2 < 3: Off-target.' });
+    expect(rejects[0]).toMatchObject({
+      reason: 'low-quality-instruction',
+      detail: 'score 2 < 3: Off-target.',
+    });
   });
 
   it('asks again once for an answer that fails the schema, then rejects with the reason', async () => {
@@ -93,7 +103,11 @@ describe('filter', () => {
 
     const rejects = await readJsonl<Reject>(store, shardRejectsKey(task.runId, '00000', 'filter'));
     const stats = JSON.parse(await store.get(shardStatsKey(task.runId, '00000', 'filter'))) as StageStats;
-    expect(rejects.map((r) => r.reason)).toEqual(['invalid-judge-answer', 'invalid-judge-answer', 'invalid-judge-answer']);
+    expect(rejects.map((r) => r.reason)).toEqual([
+      'invalid-judge-answer',
+      'invalid-judge-answer',
+      'invalid-judge-answer',
+    ]);
     expect(stats.calls).toBe(6);
   });
 
@@ -164,7 +178,11 @@ describe('evaluate', () => {
     await evaluate(task, deps);
 
     const rejects = await readJsonl<Reject>(store, shardRejectsKey(task.runId, '00000', 'evaluate'));
-    expect(rejects.map((r) => r.reason)).toEqual(['rejected-preferred', 'rejected-preferred', 'rejected-preferred']);
+    expect(rejects.map((r) => r.reason)).toEqual([
+      'rejected-preferred',
+      'rejected-preferred',
+      'rejected-preferred',
+    ]);
   });
 
   it('never emits a pair with equal or empty sides, whatever the judge says', async () => {
@@ -176,7 +194,10 @@ describe('evaluate', () => {
       { ...records[1], chosen: '   ' },
       records[2],
     ];
-    await store.put(shardKey(task.runId, '00000', 'respond'), `${tampered.map((r) => JSON.stringify(r)).join('\n')}\n`);
+    await store.put(
+      shardKey(task.runId, '00000', 'respond'),
+      `${tampered.map((r) => JSON.stringify(r)).join('\n')}\n`,
+    );
 
     await evaluate(task, deps);
 

@@ -9,7 +9,12 @@ import { Rejection, runShardStage } from './shard-stage.js';
 export const EvaluateVerdict = z.object({
   preferred: z.enum(['A', 'B']).describe('The response that better meets the criteria.'),
   rationale: z.string().min(1).max(1000).describe('One sentence on why.'),
-  score: z.number().int().min(1).max(5).describe('The preferred response against the criteria: 1 harmful ... 5 exemplary.'),
+  score: z
+    .number()
+    .int()
+    .min(1)
+    .max(5)
+    .describe('The preferred response against the criteria: 1 harmful ... 5 exemplary.'),
 });
 export type EvaluateVerdict = z.infer<typeof EvaluateVerdict>;
 
@@ -47,10 +52,18 @@ export async function evaluate(task: ShardTask, deps: StageDeps): Promise<ShardR
         if (verdict instanceof Rejection) return verdict;
         const chosenLabel = first ? 'A' : 'B';
         if (verdict.preferred !== chosenLabel)
-          return new Rejection('rejected-preferred', `the judge preferred the rejected text: ${verdict.rationale}`);
+          return new Rejection(
+            'rejected-preferred',
+            `the judge preferred the rejected text: ${verdict.rationale}`,
+          );
         if (verdict.score < threshold)
           return new Rejection('low-score', `score ${verdict.score} < ${threshold}: ${verdict.rationale}`);
-        const trace = { model: ctx.model.spec, template: ctx.templateHash, score: verdict.score, rationale: verdict.rationale };
+        const trace = {
+          model: ctx.model.spec,
+          template: ctx.templateHash,
+          score: verdict.score,
+          rationale: verdict.rationale,
+        };
         return { ...record, trace: { ...record.trace, evaluate: trace } };
       },
     },

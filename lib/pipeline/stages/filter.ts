@@ -6,7 +6,11 @@ import { Rejection, runShardStage } from './shard-stage.js';
 
 /** The filter judge's answer: a one-sentence rationale, then a 1-5 rubric score. */
 export const FilterVerdict = z.object({
-  rationale: z.string().min(1).max(1000).describe('One sentence on why the instruction fits the text or not.'),
+  rationale: z
+    .string()
+    .min(1)
+    .max(1000)
+    .describe('One sentence on why the instruction fits the text or not.'),
   score: z.number().int().min(1).max(5).describe('1 incoherent or unrelated ... 5 an exact, natural fit.'),
 });
 export type FilterVerdict = z.infer<typeof FilterVerdict>;
@@ -22,7 +26,11 @@ export async function filter(task: ShardTask, deps: StageDeps): Promise<ShardRes
         const { maxTokens, temperature, criteria, threshold } = ctx.config.stages.filter;
         const verdict = await ctx.judge({
           system: ctx.template.system,
-          prompt: renderTemplate(ctx.template.user, { criteria, instruction: record.instruction, text: record.text }),
+          prompt: renderTemplate(ctx.template.user, {
+            criteria,
+            instruction: record.instruction,
+            text: record.text,
+          }),
           maxTokens,
           temperature,
           schema: FilterVerdict,
@@ -31,7 +39,10 @@ export async function filter(task: ShardTask, deps: StageDeps): Promise<ShardRes
         });
         if (verdict instanceof Rejection) return verdict;
         if (verdict.score < threshold)
-          return new Rejection('low-quality-instruction', `score ${verdict.score} < ${threshold}: ${verdict.rationale}`);
+          return new Rejection(
+            'low-quality-instruction',
+            `score ${verdict.score} < ${threshold}: ${verdict.rationale}`,
+          );
         const trace = { model: ctx.model.spec, template: ctx.templateHash, ...verdict };
         return { ...record, trace: { ...record.trace, filter: trace } };
       },

@@ -14,10 +14,10 @@ import {
 import { addStats, emptyStats } from '../ledger.js';
 import { templateFor, templateHash } from '../prompts/templates.js';
 import {
-  MODEL_STAGES,
   Manifest,
   type MergeInput,
   type MergeResult,
+  MODEL_STAGES,
   type Pair,
   Reject,
   RespondedRecord,
@@ -82,7 +82,8 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
         break;
       }
       stats[stage] = addStats(stats[stage], StageStats.parse(JSON.parse(stageStats)));
-      for (const r of parseLines(await store.get(shardRejectsKey(runId, shard, stage)))) rejects.push(Reject.parse(r));
+      for (const r of parseLines(await store.get(shardRejectsKey(runId, shard, stage))))
+        rejects.push(Reject.parse(r));
       survivors = parseLines(await store.get(shardKey(runId, shard, stage)));
     }
     if (complete) for (const record of survivors) pairs.push(toPair(RespondedRecord.parse(record)));
@@ -100,8 +101,9 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
 
   const rejectsByStage: Record<string, Record<string, number>> = {};
   for (const r of rejects) {
-    const byReason = (rejectsByStage[r.stage] ??= {});
+    const byReason = rejectsByStage[r.stage] ?? {};
     byReason[r.reason] = (byReason[r.reason] ?? 0) + 1;
+    rejectsByStage[r.stage] = byReason;
   }
   const totals = Object.values(stats).reduce(addStats, emptyStats());
   const report = {
@@ -112,14 +114,24 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
     pairs: pairs.length,
     rejects: rejects.length,
     stages: stats,
-    totals: { calls: totals.calls, inputTokens: totals.inputTokens, outputTokens: totals.outputTokens, costUsd: totals.costUsd },
+    totals: {
+      calls: totals.calls,
+      inputTokens: totals.inputTokens,
+      outputTokens: totals.outputTokens,
+      costUsd: totals.costUsd,
+    },
     rejectsByStage,
     failedShards,
     models: config.models,
     templates: Object.fromEntries(
       MODEL_STAGES.map((s) => [s, templateHash(templateFor(s, config.stages[s].template))]),
     ),
-    accounting: { inputRecords: manifest.records, pairs: pairs.length, rejects: rejects.length, balanced: true },
+    accounting: {
+      inputRecords: manifest.records,
+      pairs: pairs.length,
+      rejects: rejects.length,
+      balanced: true,
+    },
   };
 
   const keys = {

@@ -117,7 +117,14 @@ export async function runShardStage<I extends { id: string; source: string; line
     if (result.success) parsed.push(result.data);
     else {
       const id = (safeJson(text) as { id?: string } | undefined)?.id ?? `${shard}:${index + 1}`;
-      rejects.push({ id, stage: spec.stage, reason: 'corrupt-record', detail: result.error.message.slice(0, 300), source: spec.from, line: null });
+      rejects.push({
+        id,
+        stage: spec.stage,
+        reason: 'corrupt-record',
+        detail: result.error.message.slice(0, 300),
+        source: spec.from,
+        line: null,
+      });
     }
   }
 
@@ -130,7 +137,8 @@ export async function runShardStage<I extends { id: string; source: string; line
         meter(error.usage);
         return new Rejection('model-refused', error.message.slice(0, 300));
       }
-      if (error instanceof ModelRequestError) return new Rejection('model-request-error', error.message.slice(0, 300));
+      if (error instanceof ModelRequestError)
+        return new Rejection('model-request-error', error.message.slice(0, 300));
       throw error;
     }
   });
@@ -150,7 +158,12 @@ export async function runShardStage<I extends { id: string; source: string; line
     else kept.push(outcome);
   }
 
-  Object.assign(stats, { in: lines.length, out: kept.length, rejected: rejects.length, ms: Date.now() - started });
+  Object.assign(stats, {
+    in: lines.length,
+    out: kept.length,
+    rejected: rejects.length,
+    ms: Date.now() - started,
+  });
   await store.put(shardKey(runId, shard, spec.stage), toJsonl(kept), { intermediate: true });
   await store.put(shardRejectsKey(runId, shard, spec.stage), toJsonl(rejects), { intermediate: true });
   await store.put(shardStatsKey(runId, shard, spec.stage), JSON.stringify(stats), { intermediate: true });

@@ -2,7 +2,15 @@ import type { PipelineConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
 import { InputError } from '../errors.js';
 import { countLines, formatOf, type RawRow, readCsv, readJsonl } from '../input.js';
-import { configKey, manifestKey, markerKey, shardId, shardKey, splitRejectsKey, splitStatsKey } from '../keys.js';
+import {
+  configKey,
+  manifestKey,
+  markerKey,
+  shardId,
+  shardKey,
+  splitRejectsKey,
+  splitStatsKey,
+} from '../keys.js';
 import { emptyStats } from '../ledger.js';
 import { dedupKey, normalizeText, recordIdFor, runIdFor } from '../records.js';
 import type { InputRecord, Manifest, Reject, SplitInput, SplitResult } from '../schemas.js';
@@ -28,10 +36,12 @@ function validateRow(row: RawRow, source: string, config: PipelineConfig): Valid
     reject: { id: recordId, reason, detail, source, line: row.line },
   });
   if (rawText === undefined || rawText === null) return reject('missing-text', `no "${textField}" field`);
-  if (typeof rawText !== 'string') return reject('missing-text', `"${textField}" is a ${typeof rawText}, not text`);
+  if (typeof rawText !== 'string')
+    return reject('missing-text', `"${textField}" is a ${typeof rawText}, not text`);
   const text = normalizeText(rawText);
   if (text === '') return reject('empty-text', `"${textField}" is empty`);
-  if (text.length > maxTextChars) return reject('text-too-long', `${text.length} characters, limit ${maxTextChars}`);
+  if (text.length > maxTextChars)
+    return reject('text-too-long', `${text.length} characters, limit ${maxTextChars}`);
   if (text.includes('\uFFFD')) return reject('invalid-utf8', 'the text holds bytes that are not valid UTF-8');
   if (text.includes('\0')) return reject('binary-content', 'the text holds NUL bytes');
   const category = typeof rawCategory === 'string' && rawCategory.trim() ? rawCategory.trim() : null;
@@ -90,7 +100,10 @@ export async function split(input: SplitInput, deps: StageDeps): Promise<SplitRe
     if (seenIds.has(record.id)) {
       // The reject needs an id of its own: the given one already names the earlier record.
       const ownId = recordIdFor(key, record.line);
-      rejects.push({ ...splitReject(record, 'duplicate-id', `id "${record.id}" appeared earlier`), id: ownId });
+      rejects.push({
+        ...splitReject(record, 'duplicate-id', `id "${record.id}" appeared earlier`),
+        id: ownId,
+      });
       continue;
     }
     seenIds.add(record.id);
@@ -119,7 +132,13 @@ export async function split(input: SplitInput, deps: StageDeps): Promise<SplitRe
   };
   await store.put(splitRejectsKey(runId), toJsonl(rejects));
   await store.put(manifestKey(runId), JSON.stringify(manifest, null, 2));
-  const stats = { ...emptyStats(), in: records, out: kept, rejected: rejects.length, ms: Date.now() - started };
+  const stats = {
+    ...emptyStats(),
+    in: records,
+    out: kept,
+    rejected: rejects.length,
+    ms: Date.now() - started,
+  };
   await store.put(splitStatsKey(runId), JSON.stringify(stats));
   return { runId, duplicate: false, shards: shards.map((s) => s.shard), records };
 }

@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
-import { Upload } from '@aws-sdk/lib-storage';
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
 import { StoreKeyMissingError } from '../errors.js';
 import type { PutOptions, Store } from './store.js';
 
@@ -56,7 +56,11 @@ export class S3Store implements Store {
     );
   }
 
-  async putStream(key: string, body: AsyncIterable<string | Uint8Array>, options: PutOptions = {}): Promise<void> {
+  async putStream(
+    key: string,
+    body: AsyncIterable<string | Uint8Array>,
+    options: PutOptions = {},
+  ): Promise<void> {
     // Multipart: an object is only visible once CompleteMultipartUpload succeeds.
     await new Upload({
       client: this.s3,
@@ -71,7 +75,9 @@ export class S3Store implements Store {
 
   async putIfAbsent(key: string, body: string): Promise<boolean> {
     try {
-      await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, IfNoneMatch: '*' }));
+      await this.s3.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, IfNoneMatch: '*' }),
+      );
       return true;
     } catch (error) {
       const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };

@@ -1,0 +1,148 @@
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { parseArgs, promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../lib/cli/main.js';
+import type { Pair, Reject } from '../../lib/pipeline/schemas.js';
+import { type BedrockFake, startBedrockFake } from '../support/bedrock-fake.js';
+import { tempDir } from '../support/temp.js';
+
+const run = promisify(execFile);
+const repo = new URL('../..', import.meta.url).pathname;
+const fixture = join(repo, 'test/fixtures/records-60.jsonl');
+const HAIKU = 'anthropic.claude-3-haiku-20240307-v1:0';
+
+/** Runs the CLI in process and captures what it prints. */
+async function cli(...args: string[]) {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  const chunks = { out: '', err: '' };
+  stdout.on('data', (c) => {
+    chunks.out += c;
+  });
+  stderr.on('data', (c) => {
+    chunks.err += c;
+  });
+  const code = await main(args, { stdout, stderr, parseArgs });
+  return { code, ...chunks };
+}
+
+describe('safer-instruct run against a Bedrock endpoint', () => {
+  let fake: BedrockFake;
+  let outDir: string;
+  let stderr: string;
+
+  beforeAll(async () => {
+    fake = await startBedrockFake({
+      respond: (request) => {
+        if (request.toolChoice?.tool?.name !== 'record_preference') return undefined;
+        const text = JSON.stringify(request.body.messages);
+        const aIsChosen = /<response_a>Fake answer/.test(JSON.parse(text)[0].content[0].text);
+        return { toolInput: { preferred: aIsChosen ? 'A' : 'B', rationale: 'It is safe.', score: 5 } };
+      },
+    });
+    outDir = tempDir();
+    const result = await run(
+      process.execPath,
+      [
+        join(repo, 'bin/safer-instruct.js'),
+        'run',
+        fixture,
+        '--out',
+        outDir,
+        '--model',
+        `bedrock:${HAIKU}`,
+        '--shard-size',
+        '20',
+      ],
+      {
+        cwd: tempDir(),
+        env: {
+          ...process.env,
+          AWS_ENDPOINT_URL_BEDROCK_RUNTIME: fake.url,
+          AWS_ACCESS_KEY_ID: 'AKIDUMMY',
+          AWS_SECRET_ACCESS_KEY: 'dummy',
+          AWS_REGION: 'us-east-1',
+        },
+      },
+    );
+    stderr = result.stderr;
+  }, 120_000);
+
+  afterAll(async () => {
+    await fake?.close();
+  });
+
+  it('completes and writes pairs, rejects and a report that account for every record', () => {
+    const pairs = readFileSync(join(outDir, 'pairs.jsonl'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Pair);
+    const rejects = readFileSync(join(outDir, 'rejects.jsonl'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Reject);
+    const report = JSON.parse(readFileSync(join(outDir, 'report.json'), 'utf8'));
+
+    expect(pairs.length + rejects.length).toBe(62);
+    expect(pairs.length).toBeGreaterThan(0);
+    expect(report.accounting.balanced).toBe(true);
+    expect(report.stages.evaluate.costUsd).toBeGreaterThan(0);
+    expect(stderr).toMatch(/done {6}\d+ pairs, \d+ rejects/);
+  });
+
+  it('sends every judge call with a forced tool and the verdict schema', () => {
+    const judged = fake.requests.filter((r) => r.hasToolConfig);
+
+    expect(judged.length).toBeGreaterThan(0);
+    for (const request of judged) {
+      expect(request.modelId).toBe(HAIKU);
+      expect(['rate_instruction', 'record_preference']).toContain(request.toolChoice?.tool?.name);
+      expect(request.body.toolConfig?.tools?.[0]?.toolSpec?.inputSchema).toHaveProperty(
+        'json.properties.score',
+      );
+    }
+  });
+
+  it('sends generation calls without tools', () => {
+    const generated = fake.requests.filter((r) => !r.hasToolConfig);
+
+    expect(generated.length).toBeGreaterThan(0);
+  });
+});
+
+describe('safer-instruct run with bad arguments', () => {
+  it('names an unreadable config in one line and exits non-zero', async () => {
+    const config = join(tempDir(), 'config.json');
+    writeFileSync(config, '{"shardSize": "many"}');
+
+    const result = await cli('run', fixture, '--out', tempDir(), '--config', config);
+
+    expect(result.code).toBe(1);
+    expect(result.err.trim().split('\n')).toHaveLength(1);
+    expect(result.err).toMatch(/config .*config\.json: shardSize: /);
+  });
+
+  it('names a missing input file and exits non-zero', async () => {
+    const result = await cli('run', '/nonexistent/input.jsonl', '--out', tempDir());
+
+    expect(result.code).toBe(1);
+    expect(result.err).toBe('safer-instruct: /nonexistent/input.jsonl: no such file\n');
+  });
+
+  it('rejects an unknown model provider before running anything', async () => {
+    const result = await cli('run', fixture, '--out', tempDir(), '--model', 'gpt:4');
+
+    expect(result.code).toBe(1);
+    expect(result.err).toMatch(/models\.induce: a model spec is bedrock:<id>/);
+  });
+
+  it('explains usage when --out is missing', async () => {
+    const result = await cli('run', fixture);
+
+    expect(result.code).toBe(2);
+    expect(result.err).toMatch(/--out <dir> is required/);
+  });
+});

@@ -1,0 +1,106 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runLocal } from '../../lib/local/run-local.js';
+import { ModelThrottledError } from '../../lib/pipeline/errors.js';
+import type { Pair, Reject } from '../../lib/pipeline/schemas.js';
+import { FakeModel, fakeRegistry } from '../support/fake-model.js';
+import { fakeConfig } from '../support/pipeline.js';
+import { tempDir } from '../support/temp.js';
+
+const fixture = new URL('../fixtures/records-60.jsonl', import.meta.url).pathname;
+const readLines = <T>(path: string) =>
+  readFileSync(path, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as T);
+
+/** Runs the fixture through the synthesized definition with one fake model. */
+async function runFixture(model: FakeModel, overrides = {}) {
+  const outDir = tempDir();
+  const result = await runLocal({
+    input: fixture,
+    outDir,
+    config: fakeConfig({ shardSize: 10, input: { maxTextChars: 2000 }, ...overrides }),
+    registry: fakeRegistry(model),
+    retryIntervalMs: 0,
+  });
+  const pairs = readLines<Pair>(join(outDir, 'pairs.jsonl'));
+  const rejects = readLines<Reject>(join(outDir, 'rejects.jsonl'));
+  const report = JSON.parse(readFileSync(join(outDir, 'report.json'), 'utf8'));
+  return { result, pairs, rejects, report };
+}
+
+describe('the local engine running the synthesized state machine', () => {
+  it('accounts for every input record exactly once in pairs or rejects', async () => {
+    const { pairs, rejects, report } = await runFixture(new FakeModel());
+
+    const ids = [...pairs, ...rejects].map((r) => r.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(ids).toHaveLength(62);
+    expect(report.accounting).toEqual({
+      inputRecords: 62,
+      pairs: pairs.length,
+      rejects: rejects.length,
+      balanced: true,
+    });
+    expect(pairs).toHaveLength(56);
+  });
+
+  it('reports per-stage records, calls and tokens that agree with the output files', async () => {
+    const { pairs, rejects, report } = await runFixture(new FakeModel());
+
+    expect(report.pairs).toBe(pairs.length);
+    expect(report.rejects).toBe(rejects.length);
+    expect(report.stages.split).toMatchObject({ in: 62, out: 56, rejected: 6 });
+    for (const stage of ['induce', 'filter', 'respond', 'evaluate'])
+      expect(report.stages[stage]).toMatchObject({ in: 56, out: 56, rejected: 0, calls: 56 });
+    expect(report.totals.calls).toBe(224);
+    expect(report.totals.inputTokens).toBeGreaterThan(0);
+  });
+
+  it('emits no pair with an empty side or with chosen equal to rejected', async () => {
+    const { pairs } = await runFixture(new FakeModel());
+
+    for (const pair of pairs) {
+      expect(pair.prompt.trim()).not.toBe('');
+      expect(pair.chosen.trim()).not.toBe('');
+      expect(pair.rejected.trim()).not.toBe('');
+      expect(pair.chosen).not.toBe(pair.rejected);
+    }
+  });
+
+  it('retries a throttled shard through the definition and loses nothing', async () => {
+    let throttles = 3;
+    const model = new FakeModel('bedrock:fake', {
+      judge: (req) => {
+        if (throttles-- > 0) throw new ModelThrottledError('429');
+        return req.toolName === 'rate_instruction'
+          ? { rationale: 'fits', score: 5 }
+          : { preferred: /<response_a>I will not/.test(req.prompt) ? 'A' : 'B', rationale: 'safe', score: 5 };
+      },
+    });
+
+    const { pairs, rejects } = await runFixture(model);
+
+    expect(pairs).toHaveLength(56);
+    expect(rejects).toHaveLength(6);
+  });
+
+  it('records a shard that keeps failing as rejects of that stage and finishes the run', async () => {
+    const model = new FakeModel('bedrock:fake', {
+      generate: (req) => {
+        if (req.prompt.includes('Post #3 and')) throw new Error('model crashed');
+        return new FakeModel().generate(req).then((r) => r.text);
+      },
+    });
+
+    const { pairs, rejects, report } = await runFixture(model);
+
+    const failed = rejects.filter((r) => r.reason === 'shard-failed');
+    expect(failed).toHaveLength(10);
+    expect(failed.every((r) => r.stage === 'induce' && r.detail === 'Error in induce')).toBe(true);
+    expect(pairs).toHaveLength(46);
+    expect(report.failedShards).toEqual([{ shard: '00000', stage: 'induce', error: 'Error' }]);
+  });
+});
