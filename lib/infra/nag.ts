@@ -23,7 +23,7 @@ function flatten(value: unknown): string {
   return JSON.stringify(value);
 }
 
-/** The AwsSolutions-IAM5 finding id of one wildcard resource in a policy of `scope`'s stack. */
+/** The AwsSolutions-IAM5 finding id of one wildcard resource ARN of the stack. */
 const wildcardResource = (stack: PipelineStack, arn: string) =>
   `AwsSolutions-IAM5[Resource::${flatten(stack.resolve(arn))}]`;
 
@@ -32,7 +32,8 @@ const acknowledge = (scope: IConstruct, id: string, reason: string) =>
 
 /**
  * Acknowledges, by exact finding id and on the narrowest construct, the AwsSolutions findings this
- * stack keeps on purpose. Everything else is fixed in the constructs; a new finding fails synth.
+ * stack keeps on purpose. Everything else is fixed in the constructs; any new error-level finding
+ * fails synth.
  */
 export function applyNagAcknowledgements(stack: PipelineStack): void {
   acknowledge(

@@ -6,13 +6,13 @@ import type { Construct } from 'constructs';
 import type { PipelineConfig } from '../pipeline/config.js';
 import { ConfigError } from '../pipeline/errors.js';
 import { INCOMING_PREFIX } from '../pipeline/keys.js';
-import type { ModelStage } from '../pipeline/schemas.js';
+import { MODEL_STAGES } from '../pipeline/schemas.js';
 import { INTERMEDIATE_TAG } from '../pipeline/store/s3-store.js';
 import { PipelineStateMachine } from './pipeline-state-machine.js';
 import { FUNCTION_STAGES, type FunctionStage, StageFunction } from './stage-function.js';
 
-/** Lambda allows 4 KB of environment in all; the rest of the variables need some of it. */
-export const MAX_CONFIG_ENV_BYTES = 3_500;
+/** The largest configuration a run takes, as JSON: well inside Split's 256 KB payload. */
+export const MAX_CONFIG_BYTES = 64_000;
 
 /** Properties of a PipelineStack. */
 export interface PipelineStackProps extends StackProps {
@@ -32,15 +32,17 @@ export function stackConfigProblems(config: PipelineConfig, allowLocalModels = f
   if (!allowLocalModels) {
     for (const [stage, spec] of Object.entries(config.models)) {
       if (spec.startsWith('llama:')) {
-        problems.push(`models.${stage} is ${spec}: llama models run only in-process, locally, never in Lambda`);
+        problems.push(
+          `models.${stage} is ${spec}: llama models run only in-process, locally; use a bedrock: or openai: model in AWS`,
+        );
       }
     }
   }
   const bytes = Buffer.byteLength(JSON.stringify(config), 'utf8');
-  if (bytes > MAX_CONFIG_ENV_BYTES) {
+  if (bytes > MAX_CONFIG_BYTES) {
     problems.push(
-      `the configuration is ${bytes} bytes as JSON, over the ${MAX_CONFIG_ENV_BYTES} bytes that fit in ` +
-        "Lambda's 4 KB environment: shorten the prompt templates or criteria",
+      `the configuration is ${bytes} bytes as JSON, over the ${MAX_CONFIG_BYTES} bytes allowed: it travels ` +
+        "in the state machine definition and in Split's payload (256 KB); shorten the prompt templates",
     );
   }
   return problems;
@@ -80,9 +82,10 @@ export class PipelineStack extends Stack {
       ],
       removalPolicy: RemovalPolicy.RETAIN,
     });
-    // The L2 `eventBridgeEnabled: true` sets this through a custom resource with its own Lambda
-    // and role; CloudFormation sets it natively on a bucket the stack owns. (Adding S3 event
-    // notifications to this bucket later would bring that custom resource back and replace it.)
+    // The L2 `eventBridgeEnabled: true` sets this through a custom resource with its own Lambda and
+    // role; CloudFormation sets it natively on a bucket the stack owns. If S3 event notifications are
+    // ever added to this bucket, go back to the L2 prop: CDK's notifications custom resource then
+    // writes the bucket's whole notification configuration.
     (this.bucket.node.defaultChild as CfnBucket).notificationConfiguration = {
       eventBridgeConfiguration: { eventBridgeEnabled: true },
     };
@@ -91,14 +94,12 @@ export class PipelineStack extends Stack {
       new StageFunction(this, `${stage[0]?.toUpperCase()}${stage.slice(1)}`, {
         stage,
         bucket: this.bucket,
-        config,
         readsIncoming: stage === 'split',
       });
-    const functions = Object.fromEntries(FUNCTION_STAGES.map((stage) => [stage, stageFunction(stage)])) as Record<
-      FunctionStage,
-      StageFunction
-    >;
-    for (const stage of Object.keys(config.models) as ModelStage[]) {
+    const functions = Object.fromEntries(
+      FUNCTION_STAGES.map((stage) => [stage, stageFunction(stage)]),
+    ) as Record<FunctionStage, StageFunction>;
+    for (const stage of MODEL_STAGES) {
       functions[stage].allowModels([config.models[stage]]);
     }
     this.functions = functions;
@@ -112,7 +113,7 @@ export class PipelineStack extends Stack {
         evaluate: functions.evaluate.function,
         merge: functions.merge.function,
       },
-      concurrency: config.concurrency,
+      config,
     });
 
     new Rule(this, 'InputUploaded', {

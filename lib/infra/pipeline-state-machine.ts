@@ -18,14 +18,15 @@ import {
 } from 'aws-cdk-lib/aws-stepfunctions';
 import { LambdaInvoke } from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
+import type { PipelineConfig } from '../pipeline/config.js';
 import type { FunctionStage } from './stage-function.js';
 
 /** Properties of a PipelineStateMachine. */
 export interface PipelineStateMachineProps {
   /** The function of each stage. */
   readonly functions: Readonly<Record<FunctionStage, IFunction>>;
-  /** Shards processed at once: the Map's MaxConcurrency. */
-  readonly concurrency: number;
+  /** The pipeline configuration: passed to Split, and `concurrency` is the Map's MaxConcurrency. */
+  readonly config: PipelineConfig;
 }
 
 /** Every task gets the Lambda maximum; the local engine's 60 s default is too short for a model stage. */
@@ -54,6 +55,9 @@ export class PipelineStateMachine extends Construct {
       payload: TaskInput.fromObject({
         event: JsonPath.entirePayload,
         executionId: JsonPath.stringAt('$$.Execution.Id'),
+        // The config is part of the deployed workflow: every run of this definition uses it, and the
+        // local engine, running the same definition, gets it the same way.
+        config: props.config,
       }),
       outputPath: '$.Payload',
       taskTimeout: Timeout.duration(TASK_TIMEOUT),
@@ -103,7 +107,7 @@ export class PipelineStateMachine extends Construct {
         runId: JsonPath.stringAt('$.runId'),
         shard: JsonPath.stringAt('$$.Map.Item.Value'),
       },
-      maxConcurrency: props.concurrency,
+      maxConcurrency: props.config.concurrency,
       resultPath: '$.shardResults',
     }).itemProcessor(shard);
 

@@ -1,12 +1,12 @@
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Aws, Duration, RemovalPolicy } from 'aws-cdk-lib';
 import { PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
-import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
+import { LogLevel, NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IBucket } from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
-import type { PipelineConfig } from '../pipeline/config.js';
 import { ENV_KEYS } from '../pipeline/env.js';
 import { INCOMING_PREFIX, runPrefix } from '../pipeline/keys.js';
 import { MODEL_STAGES } from '../pipeline/schemas.js';
@@ -16,7 +16,16 @@ export const FUNCTION_STAGES = ['split', ...MODEL_STAGES, 'merge'] as const;
 export type FunctionStage = (typeof FUNCTION_STAGES)[number];
 
 /** Prefixes of Bedrock cross-region inference profile ids. */
-export const INFERENCE_PROFILE_PREFIXES = ['us.', 'eu.', 'apac.', 'global.', 'jp.', 'au.', 'ca.', 'us-gov.'] as const;
+export const INFERENCE_PROFILE_PREFIXES = [
+  'us.',
+  'eu.',
+  'apac.',
+  'global.',
+  'jp.',
+  'au.',
+  'ca.',
+  'us-gov.',
+] as const;
 
 /**
  * The resource ARNs `bedrock:InvokeModel` needs for one model spec; none for a non-Bedrock spec.
@@ -40,8 +49,6 @@ export interface StageFunctionProps {
   readonly stage: FunctionStage;
   /** The run bucket: the function reads and writes `runs/*`. */
   readonly bucket: IBucket;
-  /** The resolved pipeline configuration, passed as `PIPELINE_CONFIG`. */
-  readonly config: PipelineConfig;
   /**
    * Whether the function reads uploads under `incoming/`; only `split` does.
    * @default false
@@ -59,6 +66,8 @@ export interface StageFunctionProps {
   readonly timeout?: Duration;
 }
 
+const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
 /**
  * One pipeline stage as a Lambda function, with every default in one place: nodejs22.x on arm64,
  * X-Ray tracing, its own log group, an ESM bundle with source maps, the stage environment and
@@ -73,8 +82,7 @@ export class StageFunction extends Construct {
   readonly logGroup: LogGroup;
   /** The stage this function runs. */
   readonly stage: FunctionStage;
-  /** The model specs granted so far through `allowModels`. */
-  readonly modelSpecs: string[] = [];
+  private readonly granted: string[] = [];
 
   constructor(scope: Construct, id: string, props: StageFunctionProps) {
     super(scope, id);
@@ -90,6 +98,9 @@ export class StageFunction extends Construct {
 
     this.function = new NodejsFunction(this, 'Function', {
       entry: fileURLToPath(new URL(`../../lambdas/${props.stage}.ts`, import.meta.url)),
+      // Found from this file, not the working directory: the CLI synthesizes from anywhere.
+      projectRoot: REPO_ROOT,
+      depsLockFilePath: join(REPO_ROOT, 'package-lock.json'),
       handler: 'handler',
       runtime: Runtime.NODEJS_22_X,
       architecture: Architecture.ARM_64,
@@ -101,18 +112,21 @@ export class StageFunction extends Construct {
       environment: {
         [ENV_KEYS.stage]: props.stage,
         [ENV_KEYS.bucket]: props.bucket.bucketName,
-        [ENV_KEYS.config]: JSON.stringify(props.config),
         NODE_OPTIONS: '--enable-source-maps',
       },
       bundling: {
         format: OutputFormat.ESM,
         sourceMap: true,
+        // Stack traces keep file and line without inlined sources; the smaller map loads faster.
+        sourcesContent: false,
         target: 'node22',
         mainFields: ['module', 'main'],
         // Bundled CommonJS dependencies call require(), which ESM lacks.
-        banner: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);",
+        banner:
+          "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);",
         // In-process models never run in Lambda; the code imports node-llama-cpp lazily.
         externalModules: ['node-llama-cpp'],
+        logLevel: LogLevel.WARNING,
       },
     });
 
@@ -125,14 +139,23 @@ export class StageFunction extends Construct {
    */
   allowModels(modelSpecs: readonly string[]): void {
     const arns = [...new Set(modelSpecs.flatMap(bedrockModelArns))];
-    this.modelSpecs.push(...modelSpecs);
+    this.granted.push(...modelSpecs);
     if (arns.length === 0) return;
-    this.role.addToPrincipalPolicy(new PolicyStatement({ actions: ['bedrock:InvokeModel'], resources: arns }));
+    this.role.addToPrincipalPolicy(
+      new PolicyStatement({ actions: ['bedrock:InvokeModel'], resources: arns }),
+    );
+  }
+
+  /** The model specs granted so far through `allowModels`. */
+  get modelSpecs(): readonly string[] {
+    return [...this.granted];
   }
 
   private grantBucket(bucket: IBucket, readsIncoming: boolean): void {
     // ListBucket makes a missing key answer 404 instead of 403, which the store relies on.
-    this.role.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:ListBucket'], resources: [bucket.bucketArn] }));
+    this.role.addToPrincipalPolicy(
+      new PolicyStatement({ actions: ['s3:ListBucket'], resources: [bucket.bucketArn] }),
+    );
     this.role.addToPrincipalPolicy(
       new PolicyStatement({
         // PutObjectTagging: intermediate objects carry the lifecycle tag. AbortMultipartUpload:
@@ -143,7 +166,10 @@ export class StageFunction extends Construct {
     );
     if (readsIncoming) {
       this.role.addToPrincipalPolicy(
-        new PolicyStatement({ actions: ['s3:GetObject'], resources: [bucket.arnForObjects(`${INCOMING_PREFIX}*`)] }),
+        new PolicyStatement({
+          actions: ['s3:GetObject'],
+          resources: [bucket.arnForObjects(`${INCOMING_PREFIX}*`)],
+        }),
       );
     }
   }

@@ -5,7 +5,7 @@ import { copyFile, mkdir, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { StateMachine } from 'aws-local-stepfunctions';
-import { type PipelineConfig, parseConfig } from '../pipeline/config.js';
+import type { PipelineConfig } from '../pipeline/config.js';
 import type { StageDeps } from '../pipeline/deps.js';
 import { InputError } from '../pipeline/errors.js';
 import { INCOMING_PREFIX } from '../pipeline/keys.js';
@@ -92,11 +92,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
   for (const [arn, fn] of functions) {
     const module = STAGE_HANDLERS[fn.stage];
     if (!module) throw new Error(`no handler module for stage ${fn.stage}`);
-    const deps: StageDeps = {
-      store,
-      models: registry,
-      config: parseConfig(JSON.parse(fn.env.PIPELINE_CONFIG ?? '{}'), `${fn.stage} PIPELINE_CONFIG`),
-    };
+    const deps: StageDeps = { store, models: registry };
     handlers.set(
       arn,
       module.createHandler(() => deps),

@@ -1,5 +1,4 @@
 import { S3Client } from '@aws-sdk/client-s3';
-import { type PipelineConfig, parseConfig } from './config.js';
 import { type Env, loadEnv } from './env.js';
 import { ConfigError } from './errors.js';
 import type { ModelClient } from './models/model-client.js';
@@ -12,17 +11,14 @@ import type { Store } from './store/store.js';
 export interface StageDeps {
   readonly store: Store;
   readonly models: { get(spec: string): Promise<ModelClient> };
-  /** The configuration this function was deployed with; `split` freezes it into the run. */
-  readonly config: PipelineConfig;
   /** The clock, for timestamps in the manifest. */
   readonly now?: () => Date;
 }
 
 /** Builds stage dependencies from an environment: S3 when BUCKET_NAME is set, else STORE_DIR. */
 export function depsFromEnv(env: Env, models: StageDeps['models'] = new ModelRegistry()): StageDeps {
-  const config = parseConfig(JSON.parse(env.PIPELINE_CONFIG), 'PIPELINE_CONFIG');
-  if (env.BUCKET_NAME) return { store: new S3Store(new S3Client({}), env.BUCKET_NAME), models, config };
-  if (env.STORE_DIR) return { store: new FsStore(env.STORE_DIR), models, config };
+  if (env.BUCKET_NAME) return { store: new S3Store(new S3Client({}), env.BUCKET_NAME), models };
+  if (env.STORE_DIR) return { store: new FsStore(env.STORE_DIR), models };
   throw new ConfigError('set BUCKET_NAME (AWS) or STORE_DIR (local) for the stage functions');
 }
 

@@ -6,8 +6,6 @@ export const Env = z.object({
   BUCKET_NAME: z.string().min(1).optional(),
   /** The filesystem store root for local runs. */
   STORE_DIR: z.string().min(1).optional(),
-  /** The pipeline configuration as JSON, set at synth from the config file. */
-  PIPELINE_CONFIG: z.string().default('{}'),
   /** Which stage this function runs. */
   STAGE: z.string().optional(),
 });
@@ -16,4 +14,4 @@ export type Env = z.infer<typeof Env>;
 export const loadEnv = (src: Record<string, string | undefined> = process.env): Env => Env.parse(src);
 
 /** The environment variable names CDK sets on every stage function. */
-export const ENV_KEYS = { bucket: 'BUCKET_NAME', config: 'PIPELINE_CONFIG', stage: 'STAGE' } as const;
+export const ENV_KEYS = { bucket: 'BUCKET_NAME', stage: 'STAGE' } as const;

@@ -105,6 +105,8 @@ export const DirectStart = z.object({ inputKey: z.string().min(1), etag: z.strin
 export const SplitInput = z.object({
   event: z.union([S3ObjectCreatedEvent, DirectStart]),
   executionId: z.string().min(1),
+  /** The pipeline configuration, a constant of the deployed definition; split freezes it into the run. */
+  config: z.unknown(),
 });
 export type SplitInput = z.infer<typeof SplitInput>;
 

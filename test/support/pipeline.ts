@@ -1,4 +1,4 @@
-import { type PipelineConfigInput, parseConfig } from '../../lib/pipeline/config.js';
+import { type PipelineConfig, type PipelineConfigInput, parseConfig } from '../../lib/pipeline/config.js';
 import type { StageDeps } from '../../lib/pipeline/deps.js';
 import { split } from '../../lib/pipeline/stages/split.js';
 import { FsStore } from '../../lib/pipeline/store/fs-store.js';
@@ -17,10 +17,13 @@ export const fakeConfig = (overrides: PipelineConfigInput = {}) =>
     },
   } as PipelineConfigInput);
 
+/** Stage dependencies, plus the configuration the state machine would pass to split. */
+export type TestDeps = StageDeps & { readonly config: PipelineConfig };
+
 /** Stage dependencies over a temporary filesystem store and one fake model. */
 export function fakeDeps(model = new FakeModel(), overrides: PipelineConfigInput = {}) {
   const store = new FsStore(tempDir());
-  const deps: StageDeps = {
+  const deps: TestDeps = {
     store,
     models: fakeRegistry(model),
     config: fakeConfig(overrides),
@@ -30,10 +33,10 @@ export function fakeDeps(model = new FakeModel(), overrides: PipelineConfigInput
 }
 
 /** Puts `body` under `incoming/<name>` and splits it. */
-export async function putAndSplit(deps: StageDeps, name: string, body: string, executionId = 'exec-1') {
+export async function putAndSplit(deps: TestDeps, name: string, body: string, executionId = 'exec-1') {
   const inputKey = `incoming/${name}`;
   await deps.store.put(inputKey, body);
-  return split({ event: { inputKey }, executionId }, deps);
+  return split({ event: { inputKey }, executionId, config: deps.config }, deps);
 }
 
 /** Reads a JSONL object from the store. */

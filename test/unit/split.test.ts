@@ -129,7 +129,10 @@ describe('split', () => {
     await store.put('incoming/bytes.jsonl', body);
 
     const { split } = await import('../../lib/pipeline/stages/split.js');
-    const result = await split({ event: { inputKey: 'incoming/bytes.jsonl' }, executionId: 'e' }, deps);
+    const result = await split(
+      { event: { inputKey: 'incoming/bytes.jsonl' }, executionId: 'e', config: deps.config },
+      deps,
+    );
 
     const rejects = await readJsonl<Reject>(store, splitRejectsKey(result.runId));
     expect(rejects.map((r) => [r.reason, r.line])).toEqual([

@@ -3,6 +3,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
   type ChatHistoryItem,
+  type GbnfJsonObjectSchema,
   getLlama,
   type Llama,
   LlamaChat,
@@ -290,7 +291,8 @@ function isRemote(source: string): boolean {
 /** Checks a local file is there and starts with the GGUF magic, so a wrong path fails with a clear message. */
 async function checkGguf(path: string): Promise<string> {
   const info = await stat(path).catch(() => undefined);
-  if (!info?.isFile()) throw new ModelConfigError(`model file not found: ${path}`);
+  if (!info) throw new ModelConfigError(`model file not found: ${path}`);
+  if (!info.isFile()) throw new ModelConfigError(`model path is not a file: ${path}`);
   const file = await open(path, 'r');
   try {
     const magic = Buffer.alloc(4);
@@ -382,8 +384,9 @@ function progressPrinter(source: string) {
 /** A grammar for a zod schema; a schema the converter cannot take falls back to any JSON, and zod decides. */
 async function grammarForSchema(llama: Llama, schema: z.ZodType): Promise<LlamaGrammar> {
   try {
-    // biome-ignore lint/suspicious/noExplicitAny: the converted schema is only known at runtime
-    return await llama.createGrammarForJsonSchema(toGbnfJsonSchema(jsonSchemaOf(schema)) as any);
+    // Any member of the schema union will do: the method's const generic cannot infer from the union itself.
+    const json = toGbnfJsonSchema(jsonSchemaOf(schema)) as GbnfJsonObjectSchema;
+    return await llama.createGrammarForJsonSchema(json);
   } catch {
     return llama.getGrammarFor('json');
   }

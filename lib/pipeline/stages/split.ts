@@ -1,4 +1,4 @@
-import type { PipelineConfig } from '../config.js';
+import { type PipelineConfig, parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
 import { InputError } from '../errors.js';
 import { countLines, formatOf, type RawRow, readCsv, readJsonl } from '../input.js';
@@ -54,7 +54,8 @@ function validateRow(row: RawRow, source: string, config: PipelineConfig): Valid
  */
 export async function split(input: SplitInput, deps: StageDeps): Promise<SplitResult> {
   const started = Date.now();
-  const { store, config } = deps;
+  const { store } = deps;
+  const config = parseConfig(input.config ?? {}, 'the state machine configuration');
   const { key, etag: givenEtag } = inputOf(input.event);
   const head = await store.head(key);
   if (!head) throw new InputError(`${key}: no such input object`);

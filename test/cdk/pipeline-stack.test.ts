@@ -1,0 +1,636 @@
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { App, Validations } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import {
+  CDK_APP_MODE_CONTEXT,
+  FAIL_SYNTH_ON_VALIDATION_ERRORS_CONTEXT,
+  VALIDATION_REPORT_FILE,
+} from 'aws-cdk-lib/cx-api';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { afterAll, describe, expect, it } from 'vitest';
+import { applyNagAcknowledgements } from '../../lib/infra/nag.js';
+import { PipelineStack } from '../../lib/infra/pipeline-stack.js';
+import { FUNCTION_STAGES, type FunctionStage } from '../../lib/infra/stage-function.js';
+import { definitionOf, LOCAL_ENV, resolveIntrinsics } from '../../lib/local/definition.js';
+import { type PipelineConfigInput, parseConfig } from '../../lib/pipeline/config.js';
+import { tempDir } from '../support/temp.js';
+
+const HAIKU = 'anthropic.claude-3-haiku-20240307-v1:0';
+const PROFILE = 'us.anthropic.claude-3-5-haiku-20241022-v1:0';
+const BEDROCK_ONLY = {
+  models: {
+    induce: `bedrock:${HAIKU}`,
+    filter: `bedrock:${HAIKU}`,
+    respond: `bedrock:${HAIKU}`,
+    evaluate: `bedrock:${HAIKU}`,
+  },
+} satisfies PipelineConfigInput;
+/** A plain model id, an inference profile and an OpenAI-compatible server, one stage each. */
+const MIXED = {
+  models: {
+    induce: `bedrock:${HAIKU}`,
+    filter: `bedrock:${PROFILE}`,
+    respond: 'openai:http://localhost:8000/v1#qwen2.5-7b-instruct',
+    evaluate: `bedrock:${HAIKU}`,
+  },
+  concurrency: 7,
+} satisfies PipelineConfigInput;
+const MODEL_TASKS = ['Induce', 'Filter', 'Respond', 'Evaluate'] as const;
+
+// biome-ignore lint/suspicious/noExplicitAny: a synthesized template is untyped JSON, read by path in assertions.
+type Json = any;
+type Resources = Record<string, { Type: string; Properties: Record<string, Json> }>;
+type Statement = { Action: string | string[]; Resource: unknown; Effect: string };
+
+interface SynthOptions {
+  readonly allowLocalModels?: boolean;
+  /** Bundle the entry points with esbuild; off by default to keep the suite fast. */
+  readonly bundle?: boolean;
+  readonly context?: Record<string, unknown>;
+}
+
+const outdirs: string[] = [];
+afterAll(() => {
+  for (const dir of outdirs) rmSync(dir, { recursive: true, force: true });
+});
+
+function newApp(options: SynthOptions = {}): App {
+  const outdir = tempDir('safer-instruct-cdk-');
+  outdirs.push(outdir);
+  return new App({
+    outdir,
+    // The built-in CloudFormation validation costs ~8 s a synth; cdk-nag is the check that matters here.
+    builtinCloudFormationValidation: false,
+    context: { ...(options.bundle ? {} : { 'aws:cdk:bundling-stacks': [] }), ...options.context },
+  });
+}
+
+function synthesize(config: PipelineConfigInput, options: SynthOptions = {}) {
+  const app = newApp(options);
+  const stack = new PipelineStack(app, 'SaferInstruct', {
+    config: parseConfig(config),
+    allowLocalModels: options.allowLocalModels,
+  });
+  const template = Template.fromStack(stack);
+  return { app, stack, template, resources: template.toJSON().Resources as Resources };
+}
+
+let mixedStack: ReturnType<typeof synthesize> | undefined;
+/** The stack of the MIXED config, synthesized once for the tests that only read it. */
+const mixed = () => {
+  mixedStack ??= synthesize(MIXED);
+  return mixedStack;
+};
+
+const resolve = (value: unknown, resources: Resources) => resolveIntrinsics(value, { Resources: resources });
+
+function functionOf(resources: Resources, stage: FunctionStage) {
+  const found = Object.entries(resources).find(
+    ([, r]) => r.Type === 'AWS::Lambda::Function' && r.Properties.Environment?.Variables?.STAGE === stage,
+  );
+  if (!found) throw new Error(`no function with STAGE=${stage}`);
+  return { logicalId: found[0], properties: found[1].Properties };
+}
+
+/** Every statement of every policy attached to the role of the stage's function. */
+function statementsOf(resources: Resources, stage: FunctionStage): Statement[] {
+  const roleId = functionOf(resources, stage).properties.Role['Fn::GetAtt'][0];
+  return Object.values(resources)
+    .filter(
+      (r) =>
+        r.Type === 'AWS::IAM::Policy' &&
+        r.Properties.Roles.some((ref: { Ref: string }) => ref.Ref === roleId),
+    )
+    .flatMap((r) => r.Properties.PolicyDocument.Statement as Statement[]);
+}
+
+/** The resolved resources the stage's role may apply `action` to. */
+function resourcesAllowed(resources: Resources, stage: FunctionStage, action: string): string[] {
+  return statementsOf(resources, stage)
+    .filter((s) => s.Effect === 'Allow' && [s.Action].flat().includes(action))
+    .flatMap((s) => [s.Resource].flat())
+    .map((r) => String(resolve(r, resources)));
+}
+
+const foundationModel = (id: string, region: string = LOCAL_ENV.region) =>
+  `arn:${LOCAL_ENV.partition}:bedrock:${region}::foundation-model/${id}`;
+const inferenceProfile = (id: string) =>
+  `arn:${LOCAL_ENV.partition}:bedrock:${LOCAL_ENV.region}:${LOCAL_ENV.account}:inference-profile/${id}`;
+
+type State = Record<string, Json>;
+function statesOf(resources: Resources) {
+  const definition = definitionOf({ Resources: resources }) as {
+    StartAt: string;
+    States: Record<string, State>;
+  };
+  const shards = definition.States.Shards as State;
+  return { definition, shards, itemStates: shards.ItemProcessor.States as Record<string, State> };
+}
+
+/** AwsSolutions findings of a synthesized app, as `severity rule at paths`, read from the validation report. */
+function nagFindings(app: App): string[] {
+  const assembly = app.synth();
+  const reportFile = join(assembly.directory, VALIDATION_REPORT_FILE);
+  if (!existsSync(reportFile)) throw new Error('the validation plugins did not run');
+  const report = JSON.parse(readFileSync(reportFile, 'utf8')) as {
+    pluginReports: {
+      pluginName: string;
+      violations: { ruleName: string; severity: string; violatingConstructs: { constructPath: string }[] }[];
+    }[];
+  };
+  return report.pluginReports
+    .filter((r) => r.pluginName === 'AwsSolutions')
+    .flatMap((r) => r.violations)
+    .map(
+      (v) => `${v.severity} ${v.ruleName} at ${v.violatingConstructs.map((c) => c.constructPath).join(', ')}`,
+    );
+}
+
+/** Asset hashes change with every edit of a handler; the snapshot is about everything else. */
+const scrubHashes = (template: unknown) =>
+  JSON.parse(JSON.stringify(template).replace(/[0-9a-f]{64}/g, '<asset-hash>')) as unknown;
+
+describe('PipelineStack bucket', () => {
+  it('keeps the bucket private, SSL-only, encrypted, retained and publishing events to EventBridge', () => {
+    // Prepare
+    const { template } = mixed();
+
+    // Act
+    const buckets = template.findResources('AWS::S3::Bucket');
+
+    // Assess
+    expect(Object.keys(buckets)).toHaveLength(1);
+    template.hasResource('AWS::S3::Bucket', { DeletionPolicy: 'Retain', UpdateReplacePolicy: 'Retain' });
+    template.hasResourceProperties('AWS::S3::Bucket', {
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
+      BucketEncryption: {
+        ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
+      },
+      NotificationConfiguration: { EventBridgeConfiguration: { EventBridgeEnabled: true } },
+    });
+    template.hasResourceProperties('AWS::S3::BucketPolicy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({
+            Effect: 'Deny',
+            Action: 's3:*',
+            Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+          }),
+        ]),
+      },
+    });
+    template.resourceCountIs('Custom::S3BucketNotifications', 0);
+  });
+
+  it('expires tagged intermediate objects after 14 days and aborts multipart uploads after 7', () => {
+    // Prepare
+    const { template } = mixed();
+
+    // Act
+    const rules = Object.values(template.findResources('AWS::S3::Bucket'))[0]?.Properties
+      .LifecycleConfiguration.Rules;
+
+    // Assess
+    expect(rules).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          Status: 'Enabled',
+          ExpirationInDays: 14,
+          TagFilters: [{ Key: 'safer-instruct', Value: 'intermediate' }],
+        }),
+        expect.objectContaining({
+          Status: 'Enabled',
+          AbortIncompleteMultipartUpload: { DaysAfterInitiation: 7 },
+        }),
+      ]),
+    );
+    expect(rules.find((r: { ExpirationInDays?: number }) => r.ExpirationInDays)).not.toHaveProperty('Prefix');
+  });
+});
+
+describe('PipelineStack functions', () => {
+  it('runs six stage functions on nodejs22.x arm64, traced, each with STAGE and BUCKET_NAME', () => {
+    // Prepare
+    const { template, stack } = mixed();
+
+    // Act
+    const functions = Object.values(template.findResources('AWS::Lambda::Function')).map((f) => f.Properties);
+
+    // Assess
+    expect(functions.map((f) => f.Environment.Variables.STAGE).sort()).toEqual([...FUNCTION_STAGES].sort());
+    const bucketRef = { Ref: stack.getLogicalId(stack.bucket.node.defaultChild as never) };
+    for (const f of functions) {
+      expect(f).toMatchObject({
+        Runtime: 'nodejs22.x',
+        Architectures: ['arm64'],
+        Handler: 'index.handler',
+        MemorySize: 1024,
+        Timeout: 900,
+        TracingConfig: { Mode: 'Active' },
+        LoggingConfig: { LogGroup: { Ref: expect.any(String) } },
+        Environment: { Variables: { BUCKET_NAME: bucketRef, NODE_OPTIONS: '--enable-source-maps' } },
+      });
+      expect(f.Environment.Variables).not.toHaveProperty('PIPELINE_CONFIG');
+    }
+  });
+
+  it('passes the configuration to Split as a constant of the definition', () => {
+    // Prepare
+    const { resources } = mixed();
+
+    // Act
+    const { definition } = statesOf(resources);
+
+    // Assess
+    const split = definition.States.Split as State;
+    expect(parseConfig(split.Parameters['Payload'].config)).toEqual(parseConfig(MIXED));
+    expect(split.Parameters['Payload']).toMatchObject({ 'event.$': '$', 'executionId.$': '$$.Execution.Id' });
+  });
+
+  it('gives every function its own log group kept for a month', () => {
+    // Prepare
+    const { resources } = mixed();
+
+    // Act
+    const logGroupsOfFunctions = FUNCTION_STAGES.map(
+      (stage) => functionOf(resources, stage).properties.LoggingConfig.LogGroup.Ref as string,
+    );
+
+    // Assess
+    expect(new Set(logGroupsOfFunctions).size).toBe(FUNCTION_STAGES.length);
+    for (const id of logGroupsOfFunctions) {
+      expect(resources[id]).toMatchObject({
+        Type: 'AWS::Logs::LogGroup',
+        Properties: { RetentionInDays: 30 },
+      });
+    }
+  });
+
+  it('grants bedrock:InvokeModel on exactly the models configured for each stage', () => {
+    // Prepare
+    const { resources } = mixed();
+
+    // Act
+    const allowed = (stage: FunctionStage) =>
+      resourcesAllowed(resources, stage, 'bedrock:InvokeModel').sort();
+
+    // Assess
+    expect(allowed('induce')).toEqual([foundationModel(HAIKU)]);
+    expect(allowed('filter')).toEqual(
+      [inferenceProfile(PROFILE), foundationModel(PROFILE.slice('us.'.length), '*')].sort(),
+    );
+    expect(allowed('respond')).toEqual([]);
+    expect(allowed('evaluate')).toEqual([foundationModel(HAIKU)]);
+    expect(allowed('split')).toEqual([]);
+    expect(allowed('merge')).toEqual([]);
+  });
+
+  it('lets every stage read and write runs/ and only split read incoming/', () => {
+    // Prepare
+    const { resources } = mixed();
+    const bucketArn = `${Object.keys(resources).find((id) => resources[id]?.Type === 'AWS::S3::Bucket')}.Arn`;
+
+    // Act
+    const access = (stage: FunctionStage) => ({
+      list: resourcesAllowed(resources, stage, 's3:ListBucket'),
+      get: resourcesAllowed(resources, stage, 's3:GetObject').sort(),
+      put: resourcesAllowed(resources, stage, 's3:PutObject'),
+      tag: resourcesAllowed(resources, stage, 's3:PutObjectTagging'),
+      delete: resourcesAllowed(resources, stage, 's3:DeleteObject'),
+    });
+
+    // Assess
+    expect(access('split')).toEqual({
+      list: [bucketArn],
+      get: [`${bucketArn}/incoming/*`, `${bucketArn}/runs/*`],
+      put: [`${bucketArn}/runs/*`],
+      tag: [`${bucketArn}/runs/*`],
+      delete: [],
+    });
+    for (const stage of FUNCTION_STAGES.filter((s) => s !== 'split')) {
+      expect(access(stage)).toEqual({
+        list: [bucketArn],
+        get: [`${bucketArn}/runs/*`],
+        put: [`${bucketArn}/runs/*`],
+        tag: [`${bucketArn}/runs/*`],
+        delete: [],
+      });
+    }
+  });
+
+  it('allows Resource "*" only for X-Ray and log delivery, the actions without resource-level permissions', () => {
+    // Prepare
+    const { resources } = mixed();
+
+    // Act
+    const wildcardActions = Object.values(resources)
+      .filter((r) => r.Type === 'AWS::IAM::Policy')
+      .flatMap((r) => r.Properties.PolicyDocument.Statement as Statement[])
+      .filter((s) => [s.Resource].flat().includes('*'))
+      .flatMap((s) => [s.Action].flat());
+
+    // Assess
+    expect(wildcardActions.length).toBeGreaterThan(0);
+    for (const action of wildcardActions) {
+      expect(action).toMatch(
+        /^(xray:|logs:(Create|Get|Update|Delete|List)LogDeliver|logs:(Put|Describe)ResourcePolic|logs:DescribeLogGroups$)/,
+      );
+    }
+  });
+});
+
+describe('PipelineStack trigger', () => {
+  it('starts the state machine with the whole S3 Object Created event for keys under incoming/', () => {
+    // Prepare
+    const { template, stack } = mixed();
+
+    // Act
+    const rules = Object.values(template.findResources('AWS::Events::Rule')).map((r) => r.Properties);
+
+    // Assess
+    expect(rules).toHaveLength(1);
+    expect(rules[0]).toMatchObject({
+      EventPattern: {
+        source: ['aws.s3'],
+        'detail-type': ['Object Created'],
+        detail: {
+          bucket: { name: [{ Ref: stack.getLogicalId(stack.bucket.node.defaultChild as never) }] },
+          object: { key: [{ prefix: 'incoming/' }] },
+        },
+      },
+      Targets: [
+        {
+          Arn: { Ref: stack.getLogicalId(stack.pipeline.stateMachine.node.defaultChild as never) },
+          RoleArn: { 'Fn::GetAtt': [expect.any(String), 'Arn'] },
+        },
+      ],
+    });
+    expect(rules[0]?.Targets[0]).not.toHaveProperty('Input');
+    expect(rules[0]?.Targets[0]).not.toHaveProperty('InputPath');
+  });
+
+  it('outputs the bucket name and the state machine ARN', () => {
+    // Prepare
+    const { template } = mixed();
+
+    // Act
+    const outputs = template.toJSON().Outputs as Record<string, unknown>;
+
+    // Assess
+    expect(Object.keys(outputs)).toEqual(expect.arrayContaining(['BucketName', 'StateMachineArn']));
+  });
+});
+
+describe('PipelineStack state machine', () => {
+  it('runs Split, skips duplicates to AlreadyStarted, maps the shards, then Merge', () => {
+    // Prepare
+    const { resources } = mixed();
+
+    // Act
+    const { definition, itemStates } = statesOf(resources);
+
+    // Assess
+    expect(definition.StartAt).toBe('Split');
+    expect(Object.keys(definition.States).sort()).toEqual(
+      ['AlreadyStarted', 'DuplicateEvent?', 'Merge', 'Shards', 'Split'].sort(),
+    );
+    expect(definition.States.Split).toMatchObject({
+      Type: 'Task',
+      Next: 'DuplicateEvent?',
+      OutputPath: '$.Payload',
+      TimeoutSeconds: 900,
+      Parameters: { Payload: { 'event.$': '$', 'executionId.$': '$$.Execution.Id' } },
+    });
+    expect(definition.States['DuplicateEvent?']).toEqual({
+      Type: 'Choice',
+      Choices: [{ Variable: '$.duplicate', BooleanEquals: true, Next: 'AlreadyStarted' }],
+      Default: 'Shards',
+    });
+    expect(definition.States.AlreadyStarted).toEqual({ Type: 'Succeed' });
+    expect(definition.States.Shards).toMatchObject({ Type: 'Map', Next: 'Merge' });
+    expect(Object.keys(itemStates).sort()).toEqual([...MODEL_TASKS, 'ShardFailed'].sort());
+  });
+
+  it('maps over $.shards inline with the configured MaxConcurrency and a runId/shard item', () => {
+    // Prepare
+    const { resources } = mixed();
+
+    // Act
+    const { shards } = statesOf(resources);
+
+    // Assess
+    expect(shards).toMatchObject({
+      ItemsPath: '$.shards',
+      MaxConcurrency: MIXED.concurrency,
+      ResultPath: '$.shardResults',
+      ItemSelector: { 'runId.$': '$.runId', 'shard.$': '$$.Map.Item.Value' },
+      ItemProcessor: { ProcessorConfig: { Mode: 'INLINE' }, StartAt: 'Induce' },
+    });
+    expect(shards).not.toHaveProperty('ItemReader');
+  });
+
+  it('retries each model task on throttling with full jitter, then catches any error into ShardFailed', () => {
+    // Prepare
+    const { resources } = mixed();
+
+    // Act
+    const { itemStates } = statesOf(resources);
+
+    // Assess
+    for (const [index, name] of MODEL_TASKS.entries()) {
+      const task = itemStates[name] as State;
+      expect(task).toMatchObject({ Type: 'Task', TimeoutSeconds: 900, OutputPath: '$.Payload' });
+      expect(task.Parameters['Payload.$']).toBe('$');
+      expect(task.Next ?? 'End').toBe(MODEL_TASKS[index + 1] ?? 'End');
+      expect(task.Retry).toEqual(
+        expect.arrayContaining([
+          {
+            ErrorEquals: ['ModelThrottledError'],
+            IntervalSeconds: 10,
+            BackoffRate: 2,
+            MaxAttempts: 8,
+            MaxDelaySeconds: 300,
+            JitterStrategy: 'FULL',
+          },
+          {
+            ErrorEquals: ['ModelTransientError', 'Lambda.TooManyRequestsException', 'States.Timeout'],
+            IntervalSeconds: 2,
+            BackoffRate: 2,
+            MaxAttempts: 4,
+            JitterStrategy: 'FULL',
+          },
+          expect.objectContaining({ ErrorEquals: expect.arrayContaining(['Lambda.ServiceException']) }),
+        ]),
+      );
+      expect(task.Catch).toEqual([
+        { ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: 'ShardFailed' },
+      ]);
+    }
+    expect(itemStates.ShardFailed).toEqual({
+      Type: 'Pass',
+      Parameters: { 'shard.$': '$.shard', failed: true, 'error.$': '$.error.Error' },
+      End: true,
+    });
+  });
+
+  it('hands Merge the run id and every shard result by JSON path', () => {
+    // Prepare
+    const { resources } = mixed();
+
+    // Act
+    const { definition } = statesOf(resources);
+
+    // Assess
+    expect(definition.States.Merge).toMatchObject({
+      Type: 'Task',
+      End: true,
+      OutputPath: '$.Payload',
+      TimeoutSeconds: 900,
+      Parameters: { Payload: { 'runId.$': '$.runId', 'shardResults.$': '$.shardResults' } },
+    });
+  });
+
+  it('invokes each stage function from its own task', () => {
+    // Prepare
+    const { resources } = mixed();
+    const arnOf = (stage: FunctionStage) =>
+      resolve({ 'Fn::GetAtt': [functionOf(resources, stage).logicalId, 'Arn'] }, resources);
+
+    // Act
+    const { definition, itemStates } = statesOf(resources);
+
+    // Assess
+    expect(definition.States.Split?.Parameters.FunctionName).toBe(arnOf('split'));
+    expect(itemStates.Induce?.Parameters.FunctionName).toBe(arnOf('induce'));
+    expect(itemStates.Filter?.Parameters.FunctionName).toBe(arnOf('filter'));
+    expect(itemStates.Respond?.Parameters.FunctionName).toBe(arnOf('respond'));
+    expect(itemStates.Evaluate?.Parameters.FunctionName).toBe(arnOf('evaluate'));
+    expect(definition.States.Merge?.Parameters.FunctionName).toBe(arnOf('merge'));
+  });
+
+  it('is a traced Standard workflow logging every event without execution data', () => {
+    // Prepare
+    const { template } = mixed();
+
+    // Act
+    const machine = Object.values(template.findResources('AWS::StepFunctions::StateMachine'))[0]?.Properties;
+
+    // Assess
+    expect(machine).toMatchObject({
+      StateMachineType: 'STANDARD',
+      TracingConfiguration: { Enabled: true },
+      LoggingConfiguration: {
+        Level: 'ALL',
+        IncludeExecutionData: false,
+        Destinations: [
+          { CloudWatchLogsLogGroup: { LogGroupArn: { 'Fn::GetAtt': [expect.any(String), 'Arn'] } } },
+        ],
+      },
+    });
+  });
+});
+
+describe('PipelineStack validation', () => {
+  it('refuses llama models and an oversized configuration in one combined error', () => {
+    // Prepare
+    const config = {
+      models: { ...BEDROCK_ONLY.models, induce: 'llama:/models/a.gguf', respond: 'llama:/models/b.gguf' },
+      stages: {
+        induce: { maxTokens: 128, temperature: 0.2, template: { system: 'x'.repeat(70_000), user: 'y' } },
+      },
+    } satisfies PipelineConfigInput;
+
+    // Act
+    const act = () => synthesize(config);
+
+    // Assess
+    expect(act).toThrowError(
+      expect.objectContaining({
+        name: 'ConfigError',
+        message: expect.stringMatching(/models\.induce[\s\S]*models\.respond[\s\S]*bytes/),
+      }),
+    );
+  });
+
+  it('accepts llama models when the template is meant for the local engine', () => {
+    // Prepare
+    const config = { models: { ...BEDROCK_ONLY.models, induce: 'llama:/models/a.gguf' } };
+
+    // Act
+    const { resources } = synthesize(config, { allowLocalModels: true });
+
+    // Assess
+    expect(resourcesAllowed(resources, 'induce', 'bedrock:InvokeModel')).toEqual([]);
+  });
+});
+
+describe('PipelineStack cdk-nag', () => {
+  it.each([
+    ['a Bedrock-only config', BEDROCK_ONLY],
+    ['a mixed config with an inference profile', MIXED],
+  ])('leaves no unacknowledged AwsSolutions error or warning for %s', (_, config) => {
+    // Prepare
+    const app = newApp({ context: { [FAIL_SYNTH_ON_VALIDATION_ERRORS_CONTEXT]: false } });
+    const stack = new PipelineStack(app, 'SaferInstruct', { config: parseConfig(config) });
+    applyNagAcknowledgements(stack);
+    Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+
+    // Act
+    const findings = nagFindings(app);
+
+    // Assess
+    expect(findings).toEqual([]);
+  });
+
+  it('fails synth on a finding nobody acknowledged', () => {
+    // Prepare
+    const app = newApp({ context: { [CDK_APP_MODE_CONTEXT]: 'inmemory' } });
+    new PipelineStack(app, 'SaferInstruct', { config: parseConfig(BEDROCK_ONLY) });
+    Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+
+    // Act
+    const act = () => app.synth();
+
+    // Assess
+    expect(act).toThrowError(/AwsSolutions-S1/);
+  });
+});
+
+describe('PipelineStack template', () => {
+  it('matches the snapshot, asset hashes aside', () => {
+    // Prepare
+    const { template } = mixed();
+
+    // Act
+    const scrubbed = scrubHashes(template.toJSON());
+
+    // Assess
+    expect(scrubbed).toMatchSnapshot();
+  });
+
+  it('bundles every stage entry point into an ESM module with a source map', () => {
+    // Prepare
+    const app = newApp({ bundle: true });
+    new PipelineStack(app, 'SaferInstruct', { config: parseConfig(BEDROCK_ONLY) });
+
+    // Act
+    const assembly = app.synth();
+
+    // Assess
+    const assets = readdirSync(assembly.directory).filter((name) => name.startsWith('asset.'));
+    expect(assets).toHaveLength(FUNCTION_STAGES.length);
+    for (const asset of assets) {
+      const files = readdirSync(join(assembly.directory, asset));
+      expect(files.sort()).toEqual(['index.mjs', 'index.mjs.map']);
+      const code = readFileSync(join(assembly.directory, asset, 'index.mjs'), 'utf8');
+      expect(code.startsWith("import { createRequire } from 'node:module';")).toBe(true);
+      expect(code).toMatch(/export\s*\{[^}]*\bhandler\b/);
+    }
+  });
+});
