@@ -1,5 +1,7 @@
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { App, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import {
@@ -249,8 +251,8 @@ describe('PipelineStack functions', () => {
 
     // Assess
     const split = definition.States.Split as State;
-    expect(parseConfig(split.Parameters['Payload'].config)).toEqual(parseConfig(MIXED));
-    expect(split.Parameters['Payload']).toMatchObject({ 'event.$': '$', 'executionId.$': '$$.Execution.Id' });
+    expect(parseConfig(split.Parameters.Payload.config)).toEqual(parseConfig(MIXED));
+    expect(split.Parameters.Payload).toMatchObject({ 'event.$': '$', 'executionId.$': '$$.Execution.Id' });
   });
 
   it('gives every function its own log group kept for a month', () => {
@@ -614,7 +616,7 @@ describe('PipelineStack template', () => {
     expect(scrubbed).toMatchSnapshot();
   });
 
-  it('bundles every stage entry point into an ESM module with a source map', () => {
+  it('bundles every stage entry point into an ESM module with a source map that loads without node_modules', async () => {
     // Prepare
     const app = newApp({ bundle: true });
     new PipelineStack(app, 'SaferInstruct', { config: parseConfig(BEDROCK_ONLY) });
@@ -631,6 +633,12 @@ describe('PipelineStack template', () => {
       const code = readFileSync(join(assembly.directory, asset, 'index.mjs'), 'utf8');
       expect(code.startsWith("import { createRequire } from 'node:module';")).toBe(true);
       expect(code).toMatch(/export\s*\{[^}]*\bhandler\b/);
+      // Outside the repo no node_modules resolve: a cold start that needs node-llama-cpp would fail here.
+      const isolated = mkdtempSync(join(tmpdir(), 'safer-instruct-bundle-'));
+      cpSync(join(assembly.directory, asset), isolated, { recursive: true });
+      const module = await import(pathToFileURL(join(isolated, 'index.mjs')).href);
+      expect(typeof module.handler).toBe('function');
+      rmSync(isolated, { recursive: true, force: true });
     }
   });
 });

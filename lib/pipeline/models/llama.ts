@@ -1,17 +1,14 @@
 import { open, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import {
-  type ChatHistoryItem,
-  type GbnfJsonObjectSchema,
-  getLlama,
-  type Llama,
+import type {
+  ChatHistoryItem,
+  GbnfJsonObjectSchema,
+  Llama,
   LlamaChat,
-  type LlamaContext,
-  type LlamaGrammar,
-  LlamaLogLevel,
-  type LlamaModel,
-  resolveModelFile,
+  LlamaContext,
+  LlamaGrammar,
+  LlamaModel,
 } from 'node-llama-cpp';
 import type { z } from 'zod';
 import { JudgeAnswerError, ModelConfigError, ModelRequestError } from '../errors.js';
@@ -150,6 +147,7 @@ export class LlamaModelClient implements ModelClient {
         sequences: 1,
         threads,
       });
+      const { LlamaChat } = await nodeLlamaCpp();
       const chat = new LlamaChat({ contextSequence: context.getSequence() });
       const grammars = new WeakMap<z.ZodType, Promise<LlamaGrammar>>();
       const grammarFor = (schema: z.ZodType) => {
@@ -211,6 +209,10 @@ interface Shared<T> {
   users: number;
 }
 
+// Loaded on first use, never at import: Lambda bundles leave node-llama-cpp out, and a static import of it
+// would fail every function at cold start.
+const nodeLlamaCpp = () => import('node-llama-cpp');
+
 // getLlama and model loads are expensive: one binding per process, one loaded model per file, counted by
 // their users so the last one to close frees them.
 let sharedLlama: Shared<Llama> | undefined;
@@ -220,13 +222,15 @@ function acquireLlama(): Promise<Llama> {
   if (!sharedLlama) {
     const created: Shared<Llama> = {
       users: 0,
-      value: getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.warn }).catch(
-        (error: unknown) => {
+      value: nodeLlamaCpp()
+        .then(({ getLlama, LlamaLogLevel }) =>
+          getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.warn }),
+        )
+        .catch((error: unknown) => {
           throw new ModelConfigError(`no usable llama.cpp binary for this machine: ${message(error)}`, {
             cause: error,
           });
-        },
-      ),
+        }),
     };
     created.value.catch(() => {
       if (sharedLlama === created) sharedLlama = undefined;
@@ -307,6 +311,7 @@ async function checkGguf(path: string): Promise<string> {
 
 /** Resolves a remote model into the cache, downloading it when absent. */
 async function download(source: string, directory: string): Promise<string> {
+  const { resolveModelFile } = await nodeLlamaCpp();
   const cached = await resolveModelFile(source, { directory, download: false, cli: false }).catch(
     () => undefined,
   );
