@@ -98,7 +98,14 @@ export const S3ObjectCreatedEvent = z.object({
   'detail-type': z.literal('Object Created'),
   detail: z.object({
     bucket: z.object({ name: z.string() }),
-    object: z.object({ key: z.string().min(1), etag: z.string().optional(), size: z.number().optional() }),
+    object: z.object({
+      key: z.string().min(1),
+      etag: z.string().optional(),
+      size: z.number().optional(),
+      'version-id': z.string().optional(),
+      /** Unique per object change, and the same in a redelivered event. */
+      sequencer: z.string().optional(),
+    }),
   }),
 });
 export const DirectStart = z.object({ inputKey: z.string().min(1), etag: z.string().optional() });

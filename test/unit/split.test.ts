@@ -141,3 +141,47 @@ describe('split', () => {
     ]);
   });
 });
+
+describe('split started by an S3 event', () => {
+  const event = (key: string, sequencer: string) => ({
+    'detail-type': 'Object Created' as const,
+    detail: { bucket: { name: 'b' }, object: { key, etag: 'e1', sequencer } },
+  });
+
+  it('starts no second run for a redelivered event but a new run for a new upload', async () => {
+    const { deps } = fakeDeps();
+    await deps.store.put('incoming/a.jsonl', '{"text":"hello"}\n');
+    const { split } = await import('../../lib/pipeline/stages/split.js');
+
+    const first = await split(
+      { event: event('incoming/a.jsonl', '01'), executionId: 'x1', config: deps.config },
+      deps,
+    );
+    const redelivered = await split(
+      { event: event('incoming/a.jsonl', '01'), executionId: 'x2', config: {} },
+      deps,
+    );
+    const reuploaded = await split(
+      { event: event('incoming/a.jsonl', '02'), executionId: 'x3', config: {} },
+      deps,
+    );
+
+    expect(first.duplicate).toBe(false);
+    expect(redelivered).toMatchObject({ runId: first.runId, duplicate: true });
+    expect(reuploaded.duplicate).toBe(false);
+    expect(reuploaded.runId).not.toBe(first.runId);
+  });
+
+  it('finds an input whose key arrives URL-encoded', async () => {
+    const { deps } = fakeDeps();
+    await deps.store.put('incoming/my posts (1).jsonl', '{"text":"hello"}\n');
+    const { split } = await import('../../lib/pipeline/stages/split.js');
+
+    const result = await split(
+      { event: event('incoming/my+posts+%281%29.jsonl', '01'), executionId: 'x1', config: deps.config },
+      deps,
+    );
+
+    expect(result.records).toBe(1);
+  });
+});

@@ -17,9 +17,18 @@ import type { InputRecord, Manifest, Reject, SplitInput, SplitResult } from '../
 import { toJsonl } from '../store/store.js';
 
 /** Where the run's input is, from an S3 event or a direct start. */
-function inputOf(event: SplitInput['event']): { key: string; etag: string | null } {
-  if ('detail' in event) return { key: event.detail.object.key, etag: event.detail.object.etag ?? null };
-  return { key: event.inputKey, etag: event.etag ?? null };
+function inputOf(event: SplitInput['event']): { key: string; etag: string | null; change: string } {
+  if (!('detail' in event)) return { key: event.inputKey, etag: event.etag ?? null, change: '' };
+  const { key, etag, sequencer, 'version-id': version } = event.detail.object;
+  return { key, etag: etag ?? null, change: [version, sequencer].filter(Boolean).join('/') };
+}
+
+/** The input's key as stored: S3 event keys may arrive URL-encoded, with spaces as '+'. */
+async function resolveKey(store: StageDeps['store'], key: string) {
+  const head = await store.head(key);
+  if (head) return { key, head };
+  const decoded = decodeURIComponent(key.replace(/\+/g, ' '));
+  return { key: decoded, head: decoded === key ? undefined : await store.head(decoded) };
 }
 
 type Validated = { record: InputRecord } | { reject: Omit<Reject, 'stage'> };
@@ -56,11 +65,12 @@ export async function split(input: SplitInput, deps: StageDeps): Promise<SplitRe
   const started = Date.now();
   const { store } = deps;
   const config = parseConfig(input.config ?? {}, 'the state machine configuration');
-  const { key, etag: givenEtag } = inputOf(input.event);
-  const head = await store.head(key);
-  if (!head) throw new InputError(`${key}: no such input object`);
-  const etag = givenEtag ?? head.etag;
-  const runId = runIdFor(key, etag);
+  const given = inputOf(input.event);
+  const { key, head } = await resolveKey(store, given.key);
+  if (!head) throw new InputError(`${given.key}: no such input object`);
+  const etag = given.etag ?? head.etag;
+  // A re-upload, even of the same bytes, is a new change and a new run; a redelivered event is not.
+  const runId = runIdFor(key, given.change ? `${etag}/${given.change}` : etag);
 
   // EventBridge may deliver the same event twice; only the first execution for this object version runs.
   const marker = JSON.stringify({ executionId: input.executionId, inputKey: key, etag });
