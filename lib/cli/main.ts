@@ -1,11 +1,15 @@
+import { stat } from 'node:fs/promises';
 import type { parseArgs as ParseArgs } from 'node:util';
-import { type ProgressEvent, runLocal } from '../local/run-local.js';
+import { type LocalRunResult, type ProgressEvent, runLocal } from '../local/run-local.js';
 import {
   DEFAULT_LOCAL_MODEL,
   loadConfigFile,
+  modelsOf,
   type PipelineConfigInput,
   parseConfig,
 } from '../pipeline/config.js';
+import { InputError } from '../pipeline/errors.js';
+import { ModelRegistry } from '../pipeline/models/registry.js';
 
 /** Where the CLI writes, and the argument parser it uses; injectable for tests. */
 export interface CliIo {
@@ -99,12 +103,9 @@ function progressPrinter(write: (line: string) => void) {
   };
 }
 
-/** The error a failed run reports: the innermost cause with a message. */
-function messageOf(error: unknown): string {
-  let e = error as { message?: string; cause?: unknown } | undefined;
-  while (e?.cause && (e.cause as { message?: string }).message) e = e.cause as typeof e;
-  return (e?.message ?? String(error)).split('\n')[0] ?? 'unknown error';
-}
+/** The first line of an error's message: the named errors carry the whole story in it. */
+const messageOf = (error: unknown): string =>
+  ((error as { message?: string })?.message ?? String(error)).split('\n')[0] || 'unknown error';
 
 /** The command line. Returns the exit code. */
 export async function main(argv: readonly string[], io: CliIo): Promise<number> {
@@ -145,12 +146,29 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     if (positionals.length !== 1) throw new UsageError('run takes one input file');
     if (!values.out) throw new UsageError('--out <dir> is required');
     const config = await configFrom(values);
-    const result = await runLocal({
-      input: positionals[0] as string,
-      outDir: values.out,
-      config,
-      onProgress: progressPrinter(say),
-    });
+    const input = positionals[0] as string;
+    if (!(await stat(input).catch(() => undefined))?.isFile()) throw new InputError(`${input}: no such file`);
+    const registry = new ModelRegistry();
+    let result: LocalRunResult;
+    try {
+      // Fetch and load in-process models before the run, so a missing model stops it at once.
+      for (const spec of modelsOf(config)) {
+        const client = await registry.get(spec);
+        if (client.warmUp) {
+          say(`model     loading ${spec}`);
+          await client.warmUp();
+        }
+      }
+      result = await runLocal({
+        input,
+        outDir: values.out,
+        config,
+        registry,
+        onProgress: progressPrinter(say),
+      });
+    } finally {
+      await registry.closeAll();
+    }
     if (result.duplicate) {
       say(`run ${result.runId} was already started for this input; nothing to do`);
       return 0;

@@ -5,6 +5,7 @@ import {
   Choice,
   Condition,
   DefinitionBody,
+  Fail,
   JitterType,
   JsonPath,
   LogLevel,
@@ -70,6 +71,12 @@ export class PipelineStateMachine extends Construct {
         error: JsonPath.stringAt('$.error.Error'),
       },
     });
+    // A model the pipeline cannot use (no access, no such model, no weights) would fail every shard the
+    // same way: fail the run loudly instead of turning every record into a reject.
+    const modelUnusable = new Fail(this, 'ModelUnusable', {
+      error: 'ModelConfigError',
+      cause: 'A stage cannot use its configured model; the failed task names the model and the problem.',
+    });
     const modelTask = (stateId: string, fn: IFunction) =>
       new LambdaInvoke(this, stateId, {
         lambdaFunction: fn,
@@ -94,6 +101,7 @@ export class PipelineStateMachine extends Construct {
           maxAttempts: 4,
           jitterStrategy: JitterType.FULL,
         })
+        .addCatch(modelUnusable, { errors: ['ModelConfigError'] })
         .addCatch(shardFailed, { errors: ['States.ALL'], resultPath: '$.error' });
 
     const shard = modelTask('Induce', functions.induce)

@@ -100,6 +100,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
   }
 
   const progress = options.onProgress ?? (() => {});
+  let fatal: Error | undefined;
   const invoke = async (request: unknown) => {
     const { FunctionName, Payload } = request as { FunctionName: string; Payload: unknown };
     const fn = functions.get(FunctionName);
@@ -122,7 +123,11 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
         });
       return { StatusCode: 200, Payload: result } as never;
     } catch (error) {
-      progress({ type: 'stage-error', stage: fn.stage, shard, error: (error as Error).name });
+      const name = (error as Error).name;
+      // These fail the execution; its error then says only the name, so keep the message to report.
+      if (name === 'ModelConfigError' || fn.stage === 'split' || fn.stage === 'merge')
+        fatal ??= error as Error;
+      progress({ type: 'stage-error', stage: fn.stage, shard, error: name });
       throw error;
     }
   };
@@ -149,7 +154,9 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
     },
   });
   try {
-    const output = (await execution.result) as Json;
+    const output = (await execution.result.catch((error: unknown) => {
+      throw fatal ?? error;
+    })) as Json;
     if (output.duplicate === true) {
       const runId = String(output.runId);
       return { runId, duplicate: true, pairs: 0, rejects: 0, pairsPath: '', rejectsPath: '', reportPath: '' };

@@ -1,4 +1,4 @@
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -416,7 +416,7 @@ describe('PipelineStack state machine', () => {
     });
     expect(definition.States.AlreadyStarted).toEqual({ Type: 'Succeed' });
     expect(definition.States.Shards).toMatchObject({ Type: 'Map', Next: 'Merge' });
-    expect(Object.keys(itemStates).sort()).toEqual([...MODEL_TASKS, 'ShardFailed'].sort());
+    expect(Object.keys(itemStates).sort()).toEqual([...MODEL_TASKS, 'ModelUnusable', 'ShardFailed'].sort());
   });
 
   it('maps over $.shards inline with the configured MaxConcurrency and a runId/shard item', () => {
@@ -471,9 +471,11 @@ describe('PipelineStack state machine', () => {
         ]),
       );
       expect(task.Catch).toEqual([
+        { ErrorEquals: ['ModelConfigError'], Next: 'ModelUnusable' },
         { ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: 'ShardFailed' },
       ]);
     }
+    expect(itemStates.ModelUnusable).toMatchObject({ Type: 'Fail', Error: 'ModelConfigError' });
     expect(itemStates.ShardFailed).toEqual({
       Type: 'Pass',
       Parameters: { 'shard.$': '$.shard', failed: true, 'error.$': '$.error.Error' },
@@ -635,7 +637,8 @@ describe('PipelineStack template', () => {
       expect(code).toMatch(/export\s*\{[^}]*\bhandler\b/);
       // Outside the repo no node_modules resolve: a cold start that needs node-llama-cpp would fail here.
       const isolated = mkdtempSync(join(tmpdir(), 'safer-instruct-bundle-'));
-      cpSync(join(assembly.directory, asset), isolated, { recursive: true });
+      const withoutMap = code.replace(/\n\/\/# sourceMappingURL=.*\n?$/, '\n');
+      writeFileSync(join(isolated, 'index.mjs'), withoutMap);
       const module = await import(pathToFileURL(join(isolated, 'index.mjs')).href);
       expect(typeof module.handler).toBe('function');
       rmSync(isolated, { recursive: true, force: true });

@@ -145,4 +145,15 @@ describe('safer-instruct run with bad arguments', () => {
     expect(result.code).toBe(2);
     expect(result.err).toMatch(/--out <dir> is required/);
   });
+
+  it('names a model file that does not exist in one line, before running anything', async () => {
+    const out = tempDir();
+
+    const result = await cli('run', fixture, '--out', out, '--model', 'llama:/nonexistent/model.gguf');
+
+    expect(result.code).toBe(1);
+    expect(result.err).toMatch(
+      /^model {5}loading llama:\/nonexistent\/model\.gguf\nsafer-instruct: .*\/nonexistent\/model\.gguf[^\n]*\n$/,
+    );
+  });
 });

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runLocal } from '../../lib/local/run-local.js';
-import { ModelThrottledError } from '../../lib/pipeline/errors.js';
+import { ModelConfigError, ModelThrottledError } from '../../lib/pipeline/errors.js';
 import type { Pair, Reject } from '../../lib/pipeline/schemas.js';
 import { FakeModel, fakeRegistry } from '../support/fake-model.js';
 import { fakeConfig } from '../support/pipeline.js';
@@ -102,5 +102,18 @@ describe('the local engine running the synthesized state machine', () => {
     expect(failed.every((r) => r.stage === 'induce' && r.detail === 'Error in induce')).toBe(true);
     expect(pairs).toHaveLength(46);
     expect(report.failedShards).toEqual([{ shard: '00000', stage: 'induce', error: 'Error' }]);
+  });
+
+  it('fails the run with the message when a stage cannot use its model', async () => {
+    const model = new FakeModel('bedrock:fake', {
+      judge: () => {
+        throw new ModelConfigError('bedrock:fake: access denied to the model');
+      },
+    });
+
+    const act = runFixture(model);
+
+    await expect(act).rejects.toThrow(ModelConfigError);
+    await expect(runFixture(model)).rejects.toThrow('bedrock:fake: access denied to the model');
   });
 });

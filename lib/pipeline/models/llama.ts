@@ -104,6 +104,11 @@ export class LlamaModelClient implements ModelClient {
     });
   }
 
+  /** Resolves, downloads when needed, and loads the model now rather than on the first call. */
+  async warmUp(): Promise<void> {
+    await this.load();
+  }
+
   /** Frees the context, and the model and llama.cpp binding when no other client uses them. */
   close(): Promise<void> {
     return this.serialize(async () => {

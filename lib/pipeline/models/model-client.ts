@@ -46,6 +46,8 @@ export interface ModelClient {
   readonly modelId: string;
   generate(request: GenerateRequest): Promise<GenerateResult>;
   judge<T>(request: JudgeRequest<T>): Promise<JudgeResult<T>>;
+  /** Loads or fetches what the first call needs, so a missing model fails before a run starts; optional. */
+  warmUp?(): Promise<void>;
   /** Frees what the client holds (an in-process model); optional. */
   close?(): Promise<void>;
 }
