@@ -287,4 +287,31 @@ describe('BedrockModelClient', () => {
     expect(prompt.startsWith('Grade this instruction.')).toBe(true);
     expect(prompt).toContain(JSON.stringify(jsonSchemaOf(Verdict)));
   });
+
+  it('falls back to JSON text for a model that rejects tool use, and stays there', async () => {
+    // Prepare
+    const model = new BedrockModelClient({
+      spec: 'bedrock:old.model',
+      modelId: 'old.model',
+      client: new BedrockRuntimeClient({ region: 'us-east-1' }),
+    });
+    mock
+      .on(ConverseCommand)
+      .rejectsOnce(
+        new ValidationException({ $metadata: {}, message: "This model doesn't support tool use." }),
+      )
+      .resolves(textAnswer('{"score": 4, "rationale": "fine"}'));
+
+    // Act
+    const first = await model.judge(judgeRequest);
+    const second = await model.judge(judgeRequest);
+
+    // Assess
+    expect([first.value, second.value]).toEqual([
+      { score: 4, rationale: 'fine' },
+      { score: 4, rationale: 'fine' },
+    ]);
+    const calls = mock.commandCalls(ConverseCommand).map((c) => c.args[0].input.toolConfig !== undefined);
+    expect(calls).toEqual([true, false, false]);
+  });
 });

@@ -57,7 +57,7 @@ export class BedrockModelClient implements ModelClient {
   readonly spec: string;
   readonly modelId: string;
   private readonly client: BedrockRuntimeClient | undefined;
-  private readonly toolUse: boolean;
+  private toolUse: boolean;
 
   constructor({ spec, modelId, client, toolUse = true }: BedrockModelClientOptions) {
     this.spec = spec;
@@ -106,7 +106,15 @@ export class BedrockModelClient implements ModelClient {
         ],
         toolChoice: { tool: { name: request.toolName } },
       },
+    }).catch((error: unknown) => {
+      if (error instanceof Error && TOOLS_UNSUPPORTED.test(error.message)) return undefined;
+      throw error;
     });
+    if (!response) {
+      // This model has no tool use: from now on it answers in JSON text, parsed and validated the same way.
+      this.toolUse = false;
+      return this.judge(request);
+    }
     const usage = usageOf(response);
     const toolUses = (response.output?.message?.content ?? []).flatMap((b) => (b.toolUse ? [b.toolUse] : []));
     const toolUse = toolUses.find((t) => t.name === request.toolName) ?? toolUses[0];
@@ -197,6 +205,8 @@ const NETWORK_CODES = new Set([
   'ERR_HTTP2_GOAWAY_SESSION',
   'ERR_HTTP2_STREAM_CANCEL',
 ]);
+// What Bedrock says when a model cannot take a toolConfig (or a forced toolChoice).
+const TOOLS_UNSUPPORTED = /doesn.t support (tool use|the toolConfig|toolChoice)|tool use is not supported/i;
 // Request-level validation messages that mean the model, not the record, is wrong.
 const CONFIG_VALIDATION =
   /model identifier is invalid|invalid model identifier|on-demand throughput isn.t supported|doesn.t support (tool use|the toolConfig)/i;
