@@ -234,11 +234,11 @@ describe('llama provider settings', () => {
     expect(fromHome).toMatch(/\.cache\/safer-instruct\/models$/);
   });
 
-  it('reads the thread count from SAFER_INSTRUCT_LLAMA_THREADS, default 1', () => {
-    const unset = llamaThreads({});
+  it('reads the thread count from SAFER_INSTRUCT_LLAMA_THREADS, else half the cores up to 8', () => {
+    const unset = [2, 3, 8, 32].map((cores) => llamaThreads({}, cores));
     const set = llamaThreads({ SAFER_INSTRUCT_LLAMA_THREADS: '2' });
 
-    expect(unset).toBe(1);
+    expect(unset).toEqual([1, 1, 4, 8]);
     expect(set).toBe(2);
     expect(() => llamaThreads({ SAFER_INSTRUCT_LLAMA_THREADS: 'many' })).toThrow(ModelConfigError);
   });

@@ -1,5 +1,5 @@
 import { open, stat } from 'node:fs/promises';
-import { homedir } from 'node:os';
+import { availableParallelism, homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type {
   ChatHistoryItem,
@@ -37,10 +37,16 @@ export function defaultModelCacheDir(env: Record<string, string | undefined> = p
   return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'safer-instruct', 'models');
 }
 
-/** The context threads, from `SAFER_INSTRUCT_LLAMA_THREADS` (default 1: the box has 2 cores and other work). */
-export function llamaThreads(env: Record<string, string | undefined> = process.env): number {
+/**
+ * The context threads: `SAFER_INSTRUCT_LLAMA_THREADS`, else half the cores (at most 8), so the model leaves
+ * room for the rest of the run; 1 on a 2-core machine.
+ */
+export function llamaThreads(
+  env: Record<string, string | undefined> = process.env,
+  cores = availableParallelism(),
+): number {
   const raw = env.SAFER_INSTRUCT_LLAMA_THREADS?.trim();
-  if (!raw) return 1;
+  if (!raw) return Math.min(8, Math.max(1, Math.floor(cores / 2)));
   const threads = Number(raw);
   if (!Number.isInteger(threads) || threads < 1)
     throw new ModelConfigError(`SAFER_INSTRUCT_LLAMA_THREADS must be a positive integer, not "${raw}"`);
