@@ -95,7 +95,13 @@ export class PipelineStateMachine extends Construct {
           jitterStrategy: JitterType.FULL,
         })
         .addRetry({
-          errors: ['ModelTransientError', 'Lambda.TooManyRequestsException', 'States.Timeout'],
+          // Sandbox.Timedout is how Step Functions reports a Lambda that ran out of time.
+          errors: [
+            'ModelTransientError',
+            'Lambda.TooManyRequestsException',
+            'States.Timeout',
+            'Sandbox.Timedout',
+          ],
           interval: Duration.seconds(2),
           backoffRate: 2,
           maxAttempts: 4,

@@ -13,6 +13,7 @@ import { MODEL_STAGES } from '../pipeline/schemas.js';
 
 /** Every stage that runs as a Lambda function, in pipeline order. */
 export const FUNCTION_STAGES = ['split', ...MODEL_STAGES, 'merge'] as const;
+/** One of FUNCTION_STAGES. */
 export type FunctionStage = (typeof FUNCTION_STAGES)[number];
 
 /** Prefixes of Bedrock cross-region inference profile ids. */

@@ -1,3 +1,5 @@
+import { LocalEngineError } from '../pipeline/errors.js';
+
 /** The fake partition, region and account a local run resolves CloudFormation tokens to. */
 export const LOCAL_ENV = { partition: 'aws', region: 'local-1', account: '000000000000' } as const;
 
@@ -43,7 +45,7 @@ export function definitionOf(template: Template, stateMachineLogicalId?: string)
     ([, r]) => r.Type === 'AWS::StepFunctions::StateMachine',
   );
   const found = stateMachineLogicalId ? machines.find(([id]) => id === stateMachineLogicalId) : machines[0];
-  if (!found) throw new Error('the template has no state machine');
+  if (!found) throw new LocalEngineError('the template has no state machine');
   const raw = resolveIntrinsics(found[1].Properties?.DefinitionString, template);
   return JSON.parse(typeof raw === 'string' ? raw : JSON.stringify(raw));
 }

@@ -1,15 +1,16 @@
 import './polyfill.js';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, stat } from 'node:fs/promises';
+import { copyFile, mkdir, rm, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { StateMachine } from 'aws-local-stepfunctions';
 import type { PipelineConfig } from '../pipeline/config.js';
 import type { StageDeps } from '../pipeline/deps.js';
-import { InputError } from '../pipeline/errors.js';
-import { INCOMING_PREFIX } from '../pipeline/keys.js';
+import { InputError, LocalEngineError } from '../pipeline/errors.js';
+import { INCOMING_PREFIX, runPrefix } from '../pipeline/keys.js';
 import { ModelRegistry } from '../pipeline/models/registry.js';
+import { runIdFor } from '../pipeline/records.js';
 import { MergeResult, SplitResult } from '../pipeline/schemas.js';
 import { FsStore } from '../pipeline/store/fs-store.js';
 import { LOCAL_ENV } from './definition.js';
@@ -28,6 +29,7 @@ export type ProgressEvent =
     }
   | { readonly type: 'stage-error'; readonly stage: string; readonly shard: string; readonly error: string };
 
+/** A local run of one input file. */
 export interface LocalRunOptions {
   readonly input: string;
   readonly outDir: string;
@@ -39,6 +41,7 @@ export interface LocalRunOptions {
   readonly retryIntervalMs?: number;
 }
 
+/** Where a local run's outputs went, and their counts. */
 export interface LocalRunResult {
   readonly runId: string;
   readonly duplicate: boolean;
@@ -69,29 +72,33 @@ const sha256OfFile = async (path: string) => {
   return hash.digest('hex');
 };
 
-/**
- * Runs the pipeline on this machine: synthesizes the deployed state machine, executes that
- * definition with aws-local-stepfunctions, and dispatches each Lambda task to its handler module
- * in process, over a filesystem store under `<outDir>/store` with the same keys as S3.
- */
-export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult> {
-  const inputPath = resolve(options.input);
-  const info = await stat(inputPath).catch(() => undefined);
-  if (!info?.isFile()) throw new InputError(`${options.input}: no such file`);
-  const outDir = resolve(options.outDir);
-  const store = new FsStore(join(outDir, 'store'));
-  const inputKey = `${INCOMING_PREFIX}${basename(inputPath)}`;
-  await mkdir(join(store.root, INCOMING_PREFIX), { recursive: true });
-  await copyFile(inputPath, store.pathOf(inputKey));
-  const etag = await sha256OfFile(inputPath);
+/** What an execution of the synthesized definition needs locally. */
+export interface LocalExecutionOptions {
+  readonly store: FsStore;
+  readonly config: PipelineConfig;
+  readonly registry: StageDeps['models'];
+  /** The execution input, as EventBridge or a StartExecution call would give it. */
+  readonly input: unknown;
+  /** The execution name; a second execution of the same run needs a new one, as in AWS. */
+  readonly executionName: string;
+  readonly onProgress?: (event: ProgressEvent) => void;
+  /** Milliseconds to wait before each retry instead of the definition's intervals (tests). */
+  readonly retryIntervalMs?: number;
+}
 
+/**
+ * Executes the deployed state machine on this machine: synthesizes the stack, runs its definition with
+ * aws-local-stepfunctions, and dispatches each Lambda task to its handler module in process, over a
+ * filesystem store with the same keys as S3. Returns the execution's output; a failed execution throws
+ * the error of the task that failed it.
+ */
+export async function executeLocally(options: LocalExecutionOptions): Promise<Record<string, unknown>> {
+  const { store, registry } = options;
   const { definition, functions } = synthesizePipeline(options.config);
-  const owned = options.registry ? undefined : new ModelRegistry();
-  const registry = options.registry ?? (owned as ModelRegistry);
   const handlers = new Map<string, (event: unknown) => Promise<unknown>>();
   for (const [arn, fn] of functions) {
     const module = STAGE_HANDLERS[fn.stage];
-    if (!module) throw new Error(`no handler module for stage ${fn.stage}`);
+    if (!module) throw new LocalEngineError(`no handler module for stage ${fn.stage}`);
     const deps: StageDeps = { store, models: registry };
     handlers.set(
       arn,
@@ -105,7 +112,8 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
     const { FunctionName, Payload } = request as { FunctionName: string; Payload: unknown };
     const fn = functions.get(FunctionName);
     const handler = handlers.get(FunctionName);
-    if (!fn || !handler) throw new Error(`the definition invokes an unknown function ${FunctionName}`);
+    if (!fn || !handler)
+      throw new LocalEngineError(`the definition invokes an unknown function ${FunctionName}`);
     const started = Date.now();
     const shard = (Payload as { shard?: string }).shard ?? '';
     try {
@@ -132,13 +140,10 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
     }
   };
 
-  const states = definition.States as Json;
-  const taskStates = lambdaTaskStates(states);
-  const runName = `local-${etag.slice(0, 16)}`;
-  const executionId = `arn:${LOCAL_ENV.partition}:states:${LOCAL_ENV.region}:${LOCAL_ENV.account}:execution:SaferInstruct:${runName}`;
-  const input = { inputKey, etag };
+  const taskStates = lambdaTaskStates(definition.States as Json);
+  const executionId = `arn:${LOCAL_ENV.partition}:states:${LOCAL_ENV.region}:${LOCAL_ENV.account}:execution:SaferInstruct:${options.executionName}`;
   const machine = new StateMachine(definition as never, { validationOptions: { checkArn: false } });
-  const execution = machine.run(input, {
+  const execution = machine.run(options.input as never, {
     overrides: {
       taskResourceLocalHandlers: Object.fromEntries(taskStates.map((name) => [name, invoke])),
       ...(options.retryIntervalMs === undefined
@@ -150,13 +155,48 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
           }),
     },
     context: {
-      Execution: { Id: executionId, Name: runName, Input: input, StartTime: new Date().toISOString() },
+      Execution: {
+        Id: executionId,
+        Name: options.executionName,
+        Input: options.input as never,
+        StartTime: new Date().toISOString(),
+      },
     },
   });
+  return (await execution.result.catch((error: unknown) => {
+    throw fatal ?? error;
+  })) as Json;
+}
+
+/**
+ * Runs the pipeline on this machine over one input file: stages it under `incoming/` of a filesystem
+ * store in `<outDir>/store`, executes the synthesized definition, and copies the run's pairs, rejects and
+ * report into `outDir`.
+ */
+export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult> {
+  const inputPath = resolve(options.input);
+  const info = await stat(inputPath).catch(() => undefined);
+  if (!info?.isFile()) throw new InputError(`${options.input}: no such file`);
+  const outDir = resolve(options.outDir);
+  const store = new FsStore(join(outDir, 'store'));
+  const inputKey = `${INCOMING_PREFIX}${basename(inputPath)}`;
+  await mkdir(join(store.root, INCOMING_PREFIX), { recursive: true });
+  await copyFile(inputPath, store.pathOf(inputKey));
+  const etag = await sha256OfFile(inputPath);
+  // Each local run starts clean: outputs of an earlier run of the same input are not reused.
+  await rm(store.pathOf(runPrefix(runIdFor(inputKey, etag))), { recursive: true, force: true });
+
+  const owned = options.registry ? undefined : new ModelRegistry();
   try {
-    const output = (await execution.result.catch((error: unknown) => {
-      throw fatal ?? error;
-    })) as Json;
+    const output = await executeLocally({
+      store,
+      config: options.config,
+      registry: options.registry ?? (owned as ModelRegistry),
+      input: { inputKey, etag },
+      executionName: `local-${etag.slice(0, 12)}-${Date.now().toString(36)}`,
+      onProgress: options.onProgress,
+      retryIntervalMs: options.retryIntervalMs,
+    });
     if (output.duplicate === true) {
       const runId = String(output.runId);
       return { runId, duplicate: true, pairs: 0, rejects: 0, pairsPath: '', rejectsPath: '', reportPath: '' };

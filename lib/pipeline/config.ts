@@ -67,7 +67,11 @@ export const PipelineConfig = z.object({
     .prefault({}),
   /** Records per shard; raised automatically so a run has at most `maxShards` shards. */
   shardSize: z.number().int().min(1).max(100_000).default(50),
-  maxShards: z.number().int().min(1).max(2_000).default(1_000),
+  /**
+   * A Standard execution holds at most 25,000 history events, and each shard of the inline Map costs
+   * about 22 (four tasks of five, plus the iteration) before retries: 800 shards leave room for those.
+   */
+  maxShards: z.number().int().min(1).max(800).default(500),
   /** Shards processed at once (the Map's MaxConcurrency). */
   concurrency: z.number().int().min(1).max(40).default(4),
   /** Model calls in flight at once within one shard. */

@@ -11,6 +11,7 @@ export const Env = z.object({
 });
 export type Env = z.infer<typeof Env>;
 
+/** Reads and validates the environment, once per process. */
 export const loadEnv = (src: Record<string, string | undefined> = process.env): Env => Env.parse(src);
 
 /** The environment variable names CDK sets on every stage function. */

@@ -36,8 +36,9 @@ export class ModelRefusedError extends Error {
   constructor(
     message: string,
     readonly usage: { inputTokens: number; outputTokens: number },
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
   }
 }
 
@@ -54,6 +55,16 @@ export class InputError extends Error {
 /** Records went missing or were counted twice between stages. */
 export class AccountingError extends Error {
   override name = 'AccountingError';
+}
+
+/** A store key that would leave the store's root. */
+export class StoreKeyInvalidError extends Error {
+  override name = 'StoreKeyInvalidError';
+}
+
+/** The local engine met a definition it cannot run (no state machine, an unknown function). */
+export class LocalEngineError extends Error {
+  override name = 'LocalEngineError';
 }
 
 /** A key the pipeline needs is absent from the store. */

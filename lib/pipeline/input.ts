@@ -17,6 +17,9 @@ export function formatOf(key: string, configured: 'auto' | InputFormat): InputFo
   return /\.(csv|tsv)$/i.test(key) ? 'csv' : 'jsonl';
 }
 
+/** The CSV field delimiter: a tab for `.tsv` files, else a comma. */
+export const delimiterOf = (key: string): string => (/\.tsv$/i.test(key) ? '\t' : ',');
+
 const BOM = '\uFEFF';
 
 /** Reads JSON Lines, one object per line; blank lines are skipped, bad lines become errors. */
@@ -47,26 +50,30 @@ export async function* readJsonl(stream: Readable): AsyncGenerator<RawRow> {
 }
 
 /**
- * Reads CSV with a header row; quoted fields may span lines. A header without `requiredColumn`
- * is an InputError naming the file and the columns it has.
+ * Reads CSV (or TSV) with a header row; quoted fields may span lines and stray quotes are kept as text.
+ * A record the parser cannot read (a quote never closed) becomes an error row at the line it starts on.
+ * A header without `requiredColumn` is an InputError naming the file and the columns it has.
  */
 export async function* readCsv(
   stream: Readable,
   source: string,
   requiredColumn: string,
+  delimiter = ',',
 ): AsyncGenerator<RawRow> {
   const parser = stream.pipe(
     parse({
       bom: true,
+      delimiter,
       columns: (header: string[]) => {
         const columns = header.map((h) => h.trim());
         if (!columns.includes(requiredColumn))
           throw new InputError(
-            `${source}: no column "${requiredColumn}" in the CSV header (columns: ${columns.join(', ')}); ` +
+            `${source}: no column "${requiredColumn}" in the header (columns: ${columns.join(', ')}); ` +
               'choose one with --text-field',
           );
         return columns;
       },
+      relax_quotes: true,
       relax_column_count: true,
       skip_empty_lines: true,
       skip_records_with_error: true,
@@ -74,36 +81,51 @@ export async function* readCsv(
       raw: true,
     }),
   );
-  const skipped: RawRow[] = [];
-  parser.on('skip', (error: Error & { lines?: number }) => {
+  // Skips arrive as events, ahead of the records before them: order both by where they end in the input.
+  const skipped: { bytes: number; raw: string; message: string }[] = [];
+  parser.on('skip', (error: Error & { bytes?: number; raw?: string }) => {
     skipped.push({
-      line: error.lines ?? 0,
-      error: { reason: 'invalid-csv', detail: error.message.slice(0, 200) },
+      bytes: error.bytes ?? Number.MAX_SAFE_INTEGER,
+      raw: error.raw ?? '',
+      message: error.message,
     });
   });
   // csv-parse's own line count drifts with CRLF input; count the breaks in each record's raw text instead.
-  const BREAKS = /\r\n|\r|\n/g;
-  const breaksIn = (text: string) => text.match(BREAKS)?.length ?? 0;
   let breaks = 0;
+  const place = (raw: string) => {
+    const line = 2 + breaks + breaksIn(/^[\r\n]*/.exec(raw)?.[0] ?? '');
+    breaks += breaksIn(raw);
+    return line;
+  };
+  const skip = (s: (typeof skipped)[number]): RawRow => ({
+    line: place(s.raw),
+    error: { reason: 'invalid-csv', detail: s.message.slice(0, 200) },
+  });
   try {
-    for await (const { record, raw } of parser as AsyncIterable<{
+    for await (const { record, raw, info } of parser as AsyncIterable<{
       record: Record<string, unknown>;
       raw: string;
+      info: { bytes: number };
     }>) {
-      while (skipped.length) yield skipped.shift() as RawRow;
-      const leading = breaksIn(/^[\r\n]*/.exec(raw)?.[0] ?? '');
-      yield { line: 2 + breaks + leading, fields: record };
-      breaks += breaksIn(raw);
+      while (
+        skipped.length &&
+        (skipped[0] as (typeof skipped)[number]).bytes <= info.bytes - Buffer.byteLength(raw)
+      )
+        yield skip(skipped.shift() as (typeof skipped)[number]);
+      yield { line: place(raw), fields: record };
     }
   } catch (error) {
     if (error instanceof InputError) throw error;
-    const e = error as Error & { code?: string; lines?: number };
+    const e = error as Error & { lines?: number };
     throw new InputError(`${source}: unreadable CSV at line ${e.lines ?? '?'}: ${e.message}`, {
       cause: error,
     });
   }
-  while (skipped.length) yield skipped.shift() as RawRow;
+  while (skipped.length) yield skip(skipped.shift() as (typeof skipped)[number]);
 }
+
+const BREAKS = /\r\n|\r|\n/g;
+const breaksIn = (text: string) => text.match(BREAKS)?.length ?? 0;
 
 /** Counts newline-terminated lines (plus a final unterminated one) without decoding. */
 export async function countLines(stream: Readable): Promise<number> {

@@ -108,7 +108,9 @@ export const S3ObjectCreatedEvent = z.object({
     }),
   }),
 });
+/** A run started by naming the input key directly. */
 export const DirectStart = z.object({ inputKey: z.string().min(1), etag: z.string().optional() });
+/** Split's payload: how the run started, the execution, and the configuration. */
 export const SplitInput = z.object({
   event: z.union([S3ObjectCreatedEvent, DirectStart]),
   executionId: z.string().min(1),
@@ -133,6 +135,7 @@ export const ShardOutcome = z.union([
 ]);
 export type ShardOutcome = z.infer<typeof ShardOutcome>;
 
+/** Merge's payload: the run and the outcome of each Map iteration. */
 export const MergeInput = z.object({
   runId: z.string().min(1),
   shardResults: z.array(ShardOutcome).default([]),
@@ -152,6 +155,7 @@ export const Manifest = z.object({
 });
 export type Manifest = z.infer<typeof Manifest>;
 
+/** The execution's output: the run's counts and where its outputs are. */
 export const MergeResult = z.object({
   runId: z.string(),
   pairs: z.number().int().nonnegative(),

@@ -461,7 +461,12 @@ describe('PipelineStack state machine', () => {
             JitterStrategy: 'FULL',
           },
           {
-            ErrorEquals: ['ModelTransientError', 'Lambda.TooManyRequestsException', 'States.Timeout'],
+            ErrorEquals: [
+              'ModelTransientError',
+              'Lambda.TooManyRequestsException',
+              'States.Timeout',
+              'Sandbox.Timedout',
+            ],
             IntervalSeconds: 2,
             BackoffRate: 2,
             MaxAttempts: 4,

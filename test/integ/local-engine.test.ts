@@ -1,9 +1,10 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runLocal } from '../../lib/local/run-local.js';
-import { ModelConfigError, ModelThrottledError } from '../../lib/pipeline/errors.js';
+import { executeLocally, runLocal } from '../../lib/local/run-local.js';
+import { ModelConfigError, ModelRequestError, ModelThrottledError } from '../../lib/pipeline/errors.js';
 import type { Pair, Reject } from '../../lib/pipeline/schemas.js';
+import { FsStore } from '../../lib/pipeline/store/fs-store.js';
 import { FakeModel, fakeRegistry } from '../support/fake-model.js';
 import { fakeConfig } from '../support/pipeline.js';
 import { tempDir } from '../support/temp.js';
@@ -115,5 +116,104 @@ describe('the local engine running the synthesized state machine', () => {
 
     await expect(act).rejects.toThrow(ModelConfigError);
     await expect(runFixture(model)).rejects.toThrow('bedrock:fake: access denied to the model');
+  });
+
+  it('runs from an S3 event as EventBridge delivers it, and ends a redelivered event in AlreadyStarted', async () => {
+    const store = new FsStore(tempDir());
+    await store.put('incoming/posts.jsonl', readFileSync(fixture));
+    const event = {
+      version: '0',
+      id: '17793124-05d4-b198-2fde-7ededc63b103',
+      'detail-type': 'Object Created',
+      source: 'aws.s3',
+      account: '111122223333',
+      time: '2026-11-30T00:00:00Z',
+      region: 'us-east-1',
+      resources: ['arn:aws:s3:::runs-bucket'],
+      detail: {
+        version: '0',
+        bucket: { name: 'runs-bucket' },
+        object: {
+          key: 'incoming/posts.jsonl',
+          size: 7000,
+          etag: 'b1946ac92492d2347c6235b4d2611184',
+          sequencer: '00617F08299329D189',
+        },
+        'request-id': 'N4N7GDK58NMKJ12R',
+        requester: '123456789012',
+        reason: 'PutObject',
+      },
+    };
+    const common = {
+      store,
+      config: fakeConfig({ input: { maxTextChars: 2000 } }),
+      registry: fakeRegistry(new FakeModel()),
+    };
+
+    const first = await executeLocally({ ...common, input: event, executionName: 'first' });
+    const second = await executeLocally({ ...common, input: event, executionName: 'redelivered' });
+
+    expect(first).toMatchObject({ pairs: 56, rejects: 6 });
+    expect(second).toEqual({ runId: first.runId, duplicate: true, shards: [], records: 0 });
+  });
+
+  it('recomputes a rerun into the same folder instead of reusing the earlier outputs', async () => {
+    const outDir = tempDir();
+    const config = fakeConfig({ input: { maxTextChars: 2000 } });
+    await runLocal({ input: fixture, outDir, config, registry: fakeRegistry(new FakeModel()) });
+    const failing = new FakeModel('bedrock:fake', {
+      generate: () => {
+        throw new ModelRequestError('prompt too long');
+      },
+    });
+
+    const rerun = await runLocal({ input: fixture, outDir, config, registry: fakeRegistry(failing) });
+
+    const rejects = readLines<Reject>(join(outDir, 'rejects.jsonl'));
+    expect(rerun.pairs).toBe(0);
+    expect(rejects.filter((r) => r.reason === 'model-request-error')).toHaveLength(56);
+  });
+
+  it('accounts for every row of hostile input: reused ids across bad rows, stray and unclosed CSV quotes', async () => {
+    const dir = tempDir();
+    const jsonl = join(dir, 'ids.jsonl');
+    writeFileSync(
+      jsonl,
+      [
+        '{"id":"x","text":""}',
+        '{"id":"x","text":"a real post"}',
+        '{"id":"x","text":"another"}',
+        '{"id":"x"',
+        '{"id":7,"text":"seven","category":3}',
+      ].join('\r\n'),
+    );
+    const csv = join(dir, 'quotes.csv');
+    writeFileSync(csv, 'id,text\n1,a "bad" quote\n2,"x"y\n3,"multi\nline"\n4,"never closed\n5,after\n');
+    const run = (input: string) =>
+      runLocal({ input, outDir: tempDir(), config: fakeConfig(), registry: fakeRegistry(new FakeModel()) });
+
+    const [ids, quotes] = [await run(jsonl), await run(csv)];
+
+    for (const [result, rows] of [
+      [ids, 5],
+      [quotes, 4],
+    ] as const) {
+      const all = [
+        ...readLines<{ id: string }>(result.pairsPath),
+        ...readLines<{ id: string }>(result.rejectsPath),
+      ];
+      expect(new Set(all.map((r) => r.id)).size).toBe(rows);
+      expect(all).toHaveLength(rows);
+    }
+    const quoteRejects = readLines<Reject>(quotes.rejectsPath);
+    expect(quoteRejects.map((r) => [r.reason, r.line])).toEqual([['invalid-csv', 6]]);
+    const idRejects = readLines<Reject>(ids.rejectsPath);
+    expect(idRejects.map((r) => [r.reason, r.line])).toEqual([
+      ['empty-text', 1],
+      ['duplicate-id', 2],
+      ['duplicate-id', 3],
+      ['invalid-json', 4],
+    ]);
+    expect(readLines<Pair>(ids.pairsPath).map((p) => [p.id, p.category])).toEqual([['7', '3']]);
   });
 });

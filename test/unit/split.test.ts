@@ -80,6 +80,15 @@ describe('split', () => {
     expect(records[0]?.meta).toEqual({ instruction: 'a', chosen: 'x' });
   });
 
+  it('reads a .tsv file with tabs as the delimiter', async () => {
+    const { store, deps } = fakeDeps();
+
+    const result = await putAndSplit(deps, 'posts.tsv', 'id\ttext\n1\thello, world\n');
+
+    const records = await readJsonl<InputRecord>(store, shardKey(result.runId, '00000', 'split'));
+    expect(records.map((r) => [r.id, r.text])).toEqual([['1', 'hello, world']]);
+  });
+
   it('fails with an InputError naming the file and the missing column', async () => {
     const { deps } = fakeDeps();
 

@@ -48,7 +48,12 @@ let sharedClient: BedrockRuntimeClient | undefined;
  * shares one client, and a per-minute quota needs more attempts than the SDK's default three.
  */
 function defaultClient(): BedrockRuntimeClient {
-  sharedClient ??= new BedrockRuntimeClient({ retryMode: 'adaptive', maxAttempts: 6 });
+  sharedClient ??= new BedrockRuntimeClient({
+    retryMode: 'adaptive',
+    maxAttempts: 6,
+    // A hung stream would otherwise hold the Lambda until its 15-minute timeout.
+    requestHandler: { requestTimeout: 120_000 },
+  });
   return sharedClient;
 }
 

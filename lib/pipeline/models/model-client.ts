@@ -22,11 +22,13 @@ export interface JudgeRequest<T> extends GenerateRequest {
   readonly toolDescription: string;
 }
 
+/** A generation's text and what it cost. */
 export interface GenerateResult {
   readonly text: string;
   readonly usage: Usage;
 }
 
+/** A judge's validated answer and what it cost. */
 export interface JudgeResult<T> {
   readonly value: T;
   readonly usage: Usage;

@@ -42,14 +42,23 @@ interface ShardStageSpec<I extends { id: string; source: string; line: number },
   readonly handle: (record: I, ctx: StageContext) => Promise<O | Rejection>;
 }
 
-/** Runs `fn` over items with at most `limit` in flight, keeping the input order. */
+/**
+ * Runs `fn` over items with at most `limit` in flight, keeping the input order. After the first
+ * failure no new item starts: the shard will be retried, and calls made now would be paid twice.
+ */
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const results = new Array<R>(items.length);
   let next = 0;
+  let failed = false;
   const worker = async () => {
-    while (next < items.length) {
+    while (next < items.length && !failed) {
       const i = next++;
-      results[i] = await fn(items[i] as T);
+      try {
+        results[i] = await fn(items[i] as T);
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));

@@ -1,7 +1,7 @@
 import { type PipelineConfig, parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
 import { InputError } from '../errors.js';
-import { countLines, formatOf, type RawRow, readCsv, readJsonl } from '../input.js';
+import { countLines, delimiterOf, formatOf, type RawRow, readCsv, readJsonl } from '../input.js';
 import {
   configKey,
   manifestKey,
@@ -27,7 +27,12 @@ function inputOf(event: SplitInput['event']): { key: string; etag: string | null
 async function resolveKey(store: StageDeps['store'], key: string) {
   const head = await store.head(key);
   if (head) return { key, head };
-  const decoded = decodeURIComponent(key.replace(/\+/g, ' '));
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(key.replace(/\+/g, ' '));
+  } catch {
+    return { key, head: undefined };
+  }
   return { key: decoded, head: decoded === key ? undefined : await store.head(decoded) };
 }
 
@@ -38,8 +43,15 @@ function validateRow(row: RawRow, source: string, config: PipelineConfig): Valid
   const id = recordIdFor(source, row.line);
   if ('error' in row) return { reject: { id, ...row.error, source, line: row.line } };
   const { textField, idField, categoryField, maxTextChars } = config.input;
-  const { [textField]: rawText, [idField]: rawId, [categoryField]: rawCategory, ...meta } = row.fields;
-  const givenId = typeof rawId === 'string' || typeof rawId === 'number' ? String(rawId).trim() : '';
+  const { [textField]: rawText, [idField]: rawId, [categoryField]: rawCategory, ...rest } = row.fields;
+  const scalar = (v: unknown) => (typeof v === 'string' || typeof v === 'number' ? String(v).trim() : '');
+  const givenId = scalar(rawId);
+  // A field that cannot serve as id or category is kept as metadata rather than dropped.
+  const meta = {
+    ...rest,
+    ...(rawId !== undefined && !givenId ? { [idField]: rawId } : {}),
+    ...(rawCategory !== undefined && !scalar(rawCategory) ? { [categoryField]: rawCategory } : {}),
+  };
   const recordId = givenId || id;
   const reject = (reason: string, detail: string): Validated => ({
     reject: { id: recordId, reason, detail, source, line: row.line },
@@ -53,7 +65,7 @@ function validateRow(row: RawRow, source: string, config: PipelineConfig): Valid
     return reject('text-too-long', `${text.length} characters, limit ${maxTextChars}`);
   if (text.includes('\uFFFD')) return reject('invalid-utf8', 'the text holds bytes that are not valid UTF-8');
   if (text.includes('\0')) return reject('binary-content', 'the text holds NUL bytes');
-  const category = typeof rawCategory === 'string' && rawCategory.trim() ? rawCategory.trim() : null;
+  const category = scalar(rawCategory) || null;
   return { record: { id: recordId, text, category, source, line: row.line, meta, trace: {} } };
 }
 
@@ -75,8 +87,11 @@ export async function split(input: SplitInput, deps: StageDeps): Promise<SplitRe
   // EventBridge may deliver the same event twice; only the first execution for this object version runs.
   const marker = JSON.stringify({ executionId: input.executionId, inputKey: key, etag });
   if (!(await store.putIfAbsent(markerKey(runId), marker))) {
-    const owner = JSON.parse(await store.get(markerKey(runId))) as { executionId: string };
-    if (owner.executionId !== input.executionId) return { runId, duplicate: true, shards: [], records: 0 };
+    // Absent after a lost write race means another execution is claiming it right now.
+    const owner = await store.tryGet(markerKey(runId));
+    const ownerId =
+      owner === undefined ? undefined : (JSON.parse(owner) as { executionId?: string }).executionId;
+    if (ownerId !== input.executionId) return { runId, duplicate: true, shards: [], records: 0 };
   }
   await store.put(configKey(runId), JSON.stringify(config, null, 2));
 
@@ -84,7 +99,8 @@ export async function split(input: SplitInput, deps: StageDeps): Promise<SplitRe
   const shardSize = Math.max(config.shardSize, Math.ceil(lines / config.maxShards));
   const format = formatOf(key, config.input.format);
   const stream = await store.getStream(key);
-  const rows = format === 'csv' ? readCsv(stream, key, config.input.textField) : readJsonl(stream);
+  const rows =
+    format === 'csv' ? readCsv(stream, key, config.input.textField, delimiterOf(key)) : readJsonl(stream);
 
   const seenIds = new Set<string>();
   const seenTexts = new Map<string, string>();
@@ -100,24 +116,32 @@ export async function split(input: SplitInput, deps: StageDeps): Promise<SplitRe
     buffer = [];
   };
 
+  // Every row's id is claimed, rejects' too: a later row reusing it gets an id from its own line.
+  const claimId = (id: string, line: number) => {
+    let own = id;
+    if (seenIds.has(own)) own = recordIdFor(key, line);
+    while (seenIds.has(own)) own = `${own}~`;
+    seenIds.add(own);
+    return own;
+  };
   for await (const row of rows) {
     records++;
     const result = validateRow(row, key, config);
     if ('reject' in result) {
-      rejects.push({ ...result.reject, stage: 'split' });
+      const id = claimId(result.reject.id, row.line);
+      const detail =
+        id === result.reject.id
+          ? result.reject.detail
+          : `${result.reject.detail} (id "${result.reject.id}" was taken)`;
+      rejects.push({ ...result.reject, id, detail, stage: 'split' });
       continue;
     }
     const { record } = result;
-    if (seenIds.has(record.id)) {
-      // The reject needs an id of its own: the given one already names the earlier record.
-      const ownId = recordIdFor(key, record.line);
-      rejects.push({
-        ...splitReject(record, 'duplicate-id', `id "${record.id}" appeared earlier`),
-        id: ownId,
-      });
+    const id = claimId(record.id, record.line);
+    if (id !== record.id) {
+      rejects.push({ ...splitReject(record, 'duplicate-id', `id "${record.id}" appeared earlier`), id });
       continue;
     }
-    seenIds.add(record.id);
     const textKey = dedupKey(record.text);
     const first = seenTexts.get(textKey);
     if (first !== undefined) {

@@ -4,7 +4,7 @@ import { mkdir, open, readFile, rename, stat, writeFile } from 'node:fs/promises
 import { dirname, join, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { StoreKeyMissingError } from '../errors.js';
+import { StoreKeyInvalidError, StoreKeyMissingError } from '../errors.js';
 import type { Store } from './store.js';
 
 /** A Store on the local filesystem: key `a/b.jsonl` is the file `<root>/a/b.jsonl`. */
@@ -18,7 +18,8 @@ export class FsStore implements Store {
   /** The file path of a key; refuses keys that would escape the root. */
   pathOf(key: string): string {
     const path = resolve(join(this.root, key));
-    if (!path.startsWith(this.root + sep)) throw new Error(`store key escapes the store: ${key}`);
+    if (!path.startsWith(this.root + sep))
+      throw new StoreKeyInvalidError(`store key escapes the store: ${key}`);
     return path;
   }
 
