@@ -4,15 +4,10 @@ import { describe, expect, it } from 'vitest';
 import { runLocal } from '../../lib/local/run-local.js';
 import { parseConfig } from '../../lib/pipeline/config.js';
 import type { Pair, Reject } from '../../lib/pipeline/schemas.js';
-import { tempDir } from '../support/temp.js';
+import { readJsonlFile, tempDir } from '../support/temp.js';
 import { writeTinyGguf } from '../support/tiny-gguf.js';
 
 const fixture = new URL('../fixtures/records-60.jsonl', import.meta.url).pathname;
-const lines = <T>(path: string) =>
-  readFileSync(path, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as T);
 
 describe('a local run with an in-process GGUF model', () => {
   it('runs the synthesized definition on the fixture and accounts for every record', async () => {
@@ -34,8 +29,8 @@ describe('a local run with an in-process GGUF model', () => {
 
     const result = await runLocal({ input: fixture, outDir, config });
 
-    const pairs = lines<Pair>(join(outDir, 'pairs.jsonl'));
-    const rejects = lines<Reject>(join(outDir, 'rejects.jsonl'));
+    const pairs = readJsonlFile<Pair>(join(outDir, 'pairs.jsonl'));
+    const rejects = readJsonlFile<Reject>(join(outDir, 'rejects.jsonl'));
     const report = JSON.parse(readFileSync(join(outDir, 'report.json'), 'utf8'));
     const ids = [...pairs, ...rejects].map((r) => r.id);
     expect(new Set(ids).size).toBe(62);

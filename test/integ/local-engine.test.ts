@@ -7,14 +7,9 @@ import type { Pair, Reject } from '../../lib/pipeline/schemas.js';
 import { FsStore } from '../../lib/pipeline/store/fs-store.js';
 import { FakeModel, fakeRegistry } from '../support/fake-model.js';
 import { fakeConfig } from '../support/pipeline.js';
-import { tempDir } from '../support/temp.js';
+import { readJsonlFile, tempDir } from '../support/temp.js';
 
 const fixture = new URL('../fixtures/records-60.jsonl', import.meta.url).pathname;
-const readLines = <T>(path: string) =>
-  readFileSync(path, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as T);
 
 /** Runs the fixture through the synthesized definition with one fake model. */
 async function runFixture(model: FakeModel, overrides = {}) {
@@ -26,8 +21,8 @@ async function runFixture(model: FakeModel, overrides = {}) {
     registry: fakeRegistry(model),
     retryIntervalMs: 0,
   });
-  const pairs = readLines<Pair>(join(outDir, 'pairs.jsonl'));
-  const rejects = readLines<Reject>(join(outDir, 'rejects.jsonl'));
+  const pairs = readJsonlFile<Pair>(join(outDir, 'pairs.jsonl'));
+  const rejects = readJsonlFile<Reject>(join(outDir, 'rejects.jsonl'));
   const report = JSON.parse(readFileSync(join(outDir, 'report.json'), 'utf8'));
   return { result, pairs, rejects, report };
 }
@@ -169,7 +164,7 @@ describe('the local engine running the synthesized state machine', () => {
 
     const rerun = await runLocal({ input: fixture, outDir, config, registry: fakeRegistry(failing) });
 
-    const rejects = readLines<Reject>(join(outDir, 'rejects.jsonl'));
+    const rejects = readJsonlFile<Reject>(join(outDir, 'rejects.jsonl'));
     expect(rerun.pairs).toBe(0);
     expect(rejects.filter((r) => r.reason === 'model-request-error')).toHaveLength(56);
   });
@@ -199,21 +194,21 @@ describe('the local engine running the synthesized state machine', () => {
       [quotes, 4],
     ] as const) {
       const all = [
-        ...readLines<{ id: string }>(result.pairsPath),
-        ...readLines<{ id: string }>(result.rejectsPath),
+        ...readJsonlFile<{ id: string }>(result.pairsPath),
+        ...readJsonlFile<{ id: string }>(result.rejectsPath),
       ];
       expect(new Set(all.map((r) => r.id)).size).toBe(rows);
       expect(all).toHaveLength(rows);
     }
-    const quoteRejects = readLines<Reject>(quotes.rejectsPath);
+    const quoteRejects = readJsonlFile<Reject>(quotes.rejectsPath);
     expect(quoteRejects.map((r) => [r.reason, r.line])).toEqual([['invalid-csv', 6]]);
-    const idRejects = readLines<Reject>(ids.rejectsPath);
+    const idRejects = readJsonlFile<Reject>(ids.rejectsPath);
     expect(idRejects.map((r) => [r.reason, r.line])).toEqual([
       ['empty-text', 1],
       ['duplicate-id', 2],
       ['duplicate-id', 3],
       ['invalid-json', 4],
     ]);
-    expect(readLines<Pair>(ids.pairsPath).map((p) => [p.id, p.category])).toEqual([['7', '3']]);
+    expect(readJsonlFile<Pair>(ids.pairsPath).map((p) => [p.id, p.category])).toEqual([['7', '3']]);
   });
 });
