@@ -1,18 +1,23 @@
 import { z } from 'zod';
+import { ConfigError } from './errors.js';
 
 /** The environment a stage function reads once per process. CDK sets the same keys. */
 export const Env = z.object({
-  /** The run bucket in AWS; absent locally. */
-  BUCKET_NAME: z.string().min(1).optional(),
-  /** The filesystem store root for local runs. */
-  STORE_DIR: z.string().min(1).optional(),
-  /** Which stage this function runs. */
+  /** The run bucket. */
+  BUCKET_NAME: z.string().min(1),
+  /** Which stage this function runs; the local engine maps functions to handler modules by it. */
   STAGE: z.string().optional(),
 });
 export type Env = z.infer<typeof Env>;
 
-/** Reads and validates the environment, once per process. */
-export const loadEnv = (src: Record<string, string | undefined> = process.env): Env => Env.parse(src);
+/** Reads and validates the environment, once per process; a missing key is a ConfigError naming it. */
+export function loadEnv(src: Record<string, string | undefined> = process.env): Env {
+  const parsed = Env.safeParse(src);
+  if (parsed.success) return parsed.data;
+  throw new ConfigError(
+    `stage function environment: ${parsed.error.issues.map((i) => i.path.join('.')).join(', ')} not set`,
+  );
+}
 
 /** The environment variable names CDK sets on every stage function. */
 export const ENV_KEYS = { bucket: 'BUCKET_NAME', stage: 'STAGE' } as const;
