@@ -15,13 +15,14 @@ export const normalizeText = (text: string): string =>
     .replace(/[ \t]+\n/g, '\n')
     .trim();
 
-/** The key under which texts count as the same: case and runs of whitespace ignored. */
-export const dedupKey = (text: string): string =>
-  shortHash(text.toLowerCase().replace(/\s+/g, ' ').trim(), 24);
+/** A text as compared for sameness: case and runs of whitespace ignored. */
+const comparable = (text: string): string => text.toLowerCase().replace(/\s+/g, ' ').trim();
+
+/** The key under which texts count as the same. */
+export const dedupKey = (text: string): string => shortHash(comparable(text), 24);
 
 /** Two texts are the same response once normalized for comparison. */
-export const sameText = (a: string, b: string): boolean =>
-  a.toLowerCase().replace(/\s+/g, ' ').trim() === b.toLowerCase().replace(/\s+/g, ' ').trim();
+export const sameText = (a: string, b: string): boolean => comparable(a) === comparable(b);
 
 /** A run id readable by people and unique per input object version. */
 export function runIdFor(key: string, etag: string | null): string {

@@ -6,7 +6,6 @@ import {
   type ConverseCommandOutput,
   type ToolInputSchema,
 } from '@aws-sdk/client-bedrock-runtime';
-import type { z } from 'zod';
 import {
   JudgeAnswerError,
   ModelConfigError,
@@ -16,13 +15,14 @@ import {
   ModelTransientError,
 } from '../errors.js';
 import {
-  extractJsonObject,
+  checkAnswer,
   type GenerateRequest,
   type GenerateResult,
   type JudgeRequest,
   type JudgeResult,
   jsonSchemaOf,
   type ModelClient,
+  parseJsonAnswer,
   type Usage,
 } from './model-client.js';
 
@@ -87,14 +87,8 @@ export class BedrockModelClient implements ModelClient {
         `JSON schema:\n${JSON.stringify(json)}`;
       const response = await this.converse(this.input(request, prompt));
       const usage = usageOf(response);
-      const text = textOf(response.output?.message?.content);
-      const found = extractJsonObject(text);
-      if (found === undefined)
-        throw new JudgeAnswerError(
-          `${this.modelId} answered ${request.toolName} without a JSON object`,
-          usage,
-        );
-      return { value: this.validate(request, found, usage), usage };
+      const answer = parseJsonAnswer(textOf(response.output?.message?.content));
+      return { value: checkAnswer(request, answer, usage, this.modelId), usage };
     }
 
     const response = await this.converse({
@@ -128,7 +122,7 @@ export class BedrockModelClient implements ModelClient {
         `${this.modelId} did not call tool ${request.toolName} (stopReason ${response.stopReason})`,
         usage,
       );
-    return { value: this.validate(request, toolUse.input, usage), usage };
+    return { value: checkAnswer(request, toolUse.input, usage, this.modelId), usage };
   }
 
   private input(request: GenerateRequest, prompt: string): ConverseCommandInput {
@@ -151,16 +145,6 @@ export class BedrockModelClient implements ModelClient {
       throw new ModelRefusedError(`${this.modelId} stopped with ${response.stopReason}`, usageOf(response));
     return response;
   }
-
-  private validate<T>(request: JudgeRequest<T>, value: unknown, usage: Usage): T {
-    const parsed = request.schema.safeParse(value);
-    if (parsed.success) return parsed.data;
-    throw new JudgeAnswerError(
-      `${this.modelId} answered ${request.toolName} off-schema: ${describeIssues(parsed.error)}`,
-      usage,
-      { cause: parsed.error },
-    );
-  }
 }
 
 function usageOf(response: ConverseCommandOutput): Usage {
@@ -175,12 +159,6 @@ function textOf(content: ContentBlock[] | undefined): string {
 }
 
 /** A short, one-line summary of a zod error, for a reject's detail. */
-function describeIssues(error: z.ZodError): string {
-  return error.issues
-    .slice(0, 5)
-    .map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
-    .join('; ');
-}
 
 // A daily token quota comes back as ServiceQuotaExceededException (HTTP 400): waiting is the only cure.
 const THROTTLED = new Set([

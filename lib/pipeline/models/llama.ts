@@ -11,15 +11,16 @@ import type {
   LlamaModel,
 } from 'node-llama-cpp';
 import type { z } from 'zod';
-import { JudgeAnswerError, ModelConfigError, ModelRequestError } from '../errors.js';
+import { ModelConfigError, ModelRequestError } from '../errors.js';
 import {
-  extractJsonObject,
+  checkAnswer,
   type GenerateRequest,
   type GenerateResult,
   type JudgeRequest,
   type JudgeResult,
   jsonSchemaOf,
   type ModelClient,
+  parseJsonAnswer,
   type Usage,
 } from './model-client.js';
 
@@ -91,22 +92,7 @@ export class LlamaModelClient implements ModelClient {
         .filter(Boolean)
         .join('\n\n');
       const { text, usage } = await this.respond(loaded, { ...request, system }, grammar);
-      let answer: unknown;
-      try {
-        answer = JSON.parse(text);
-      } catch {
-        answer = extractJsonObject(text);
-      }
-      if (answer === undefined)
-        throw new JudgeAnswerError(`${request.toolName}: the answer is not JSON: ${clip(text)}`, usage);
-      const checked = request.schema.safeParse(answer);
-      if (!checked.success) {
-        const issues = checked.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
-        throw new JudgeAnswerError(`${request.toolName}: ${issues.join('; ')}`, usage, {
-          cause: checked.error,
-        });
-      }
-      return { value: checked.data, usage };
+      return { value: checkAnswer(request, parseJsonAnswer(text), usage, this.modelId), usage };
     });
   }
 
@@ -529,9 +515,4 @@ function bound(
 
 function message(error: unknown): string {
   return (error instanceof Error ? error.message : String(error)).split('\n')[0] ?? '';
-}
-
-/** The start of a model's answer as one JSON-quoted line, for an error message. */
-function clip(text: string): string {
-  return JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}…` : text);
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { JudgeAnswerError } from '../errors.js';
 
 /** Tokens one model call consumed, as the provider reported them. */
 export interface Usage {
@@ -92,4 +93,31 @@ export function extractJsonObject(text: string): unknown {
     }
   }
   return undefined;
+}
+
+/** A judge's answer given as text: the whole text as JSON, else the first JSON object in it. */
+export function parseJsonAnswer(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return extractJsonObject(text);
+  }
+}
+
+/**
+ * Validates a judge's answer against the request's schema. An answer that is missing or off-schema is a
+ * JudgeAnswerError carrying the usage the call cost; `who` names the model in the message.
+ */
+export function checkAnswer<T>(request: JudgeRequest<T>, answer: unknown, usage: Usage, who: string): T {
+  if (answer === undefined)
+    throw new JudgeAnswerError(`${who} answered ${request.toolName} without a JSON object`, usage);
+  const parsed = request.schema.safeParse(answer);
+  if (parsed.success) return parsed.data;
+  const issues = parsed.error.issues
+    .slice(0, 5)
+    .map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
+    .join('; ');
+  throw new JudgeAnswerError(`${who} answered ${request.toolName} off-schema: ${issues}`, usage, {
+    cause: parsed.error,
+  });
 }

@@ -1,6 +1,4 @@
-import type { z } from 'zod';
 import {
-  JudgeAnswerError,
   ModelConfigError,
   ModelRefusedError,
   ModelRequestError,
@@ -8,13 +6,14 @@ import {
   ModelTransientError,
 } from '../errors.js';
 import {
-  extractJsonObject,
+  checkAnswer,
   type GenerateRequest,
   type GenerateResult,
   type JudgeRequest,
   type JudgeResult,
   jsonSchemaOf,
   type ModelClient,
+  parseJsonAnswer,
   type Usage,
 } from './model-client.js';
 
@@ -95,22 +94,7 @@ export class OpenAiModelClient implements ModelClient {
         json_schema: { name: request.toolName, schema, strict: allRequired(schema) },
       },
     });
-    let value: unknown;
-    try {
-      value = JSON.parse(content);
-    } catch {
-      value = extractJsonObject(content);
-    }
-    if (value === undefined)
-      throw new JudgeAnswerError(`${this.modelId} answered ${request.toolName} without a JSON object`, usage);
-    const parsed = request.schema.safeParse(value);
-    if (!parsed.success)
-      throw new JudgeAnswerError(
-        `${this.modelId} answered ${request.toolName} off-schema: ${describeIssues(parsed.error)}`,
-        usage,
-        { cause: parsed.error },
-      );
-    return { value: parsed.data, usage };
+    return { value: checkAnswer(request, parseJsonAnswer(content), usage, this.modelId), usage };
   }
 
   private async complete(
@@ -239,11 +223,4 @@ function allRequired(node: unknown): boolean {
     if (!Object.keys(properties).every((k) => names.includes(k))) return false;
   }
   return Object.values(node).every(allRequired);
-}
-
-function describeIssues(error: z.ZodError): string {
-  return error.issues
-    .slice(0, 5)
-    .map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
-    .join('; ');
 }
