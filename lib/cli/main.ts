@@ -1,6 +1,8 @@
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { parseArgs as ParseArgs } from 'node:util';
-import { type LocalRunResult, type ProgressEvent, runLocal } from '../local/run-local.js';
+import { type LocalRunResult, loadRunConfig, type ProgressEvent, runLocal } from '../local/run-local.js';
+import { cacheRoot } from '../pipeline/cache-dir.js';
 import {
   DEFAULT_LOCAL_MODEL,
   loadConfigFile,
@@ -9,7 +11,9 @@ import {
   parseConfig,
 } from '../pipeline/config.js';
 import { InputError } from '../pipeline/errors.js';
+import { CallCache } from '../pipeline/models/call-cache.js';
 import { ModelRegistry } from '../pipeline/models/registry.js';
+import { FsStore } from '../pipeline/store/fs-store.js';
 
 /** Where the CLI writes, and the argument parser it uses; injectable for tests. */
 export interface CliIo {
@@ -19,6 +23,7 @@ export interface CliIo {
 }
 
 const USAGE = `Usage: safer-instruct run <input.jsonl|input.csv> --out <dir> [options]
+       safer-instruct run --resume <runId> --out <dir>
 
 Builds preference pairs (prompt, chosen, rejected) from unlabeled texts with the Safer-Instruct
 method, running the deployed state machine locally.
@@ -36,8 +41,21 @@ Options:
   --format <jsonl|csv>     the input format (default: from the file extension)
   --shard-size <n>         records per shard (default 50)
   --concurrency <n>        shards in flight at once (default 4)
+  --resume <runId>         continue a run in <dir> that stopped: finished stages are kept and
+                           answered calls come from the cache (the run keeps its configuration)
+  --cache-dir <dir>        where answered model calls are kept, shared by all runs
+                           (default ${join(cacheRoot(), 'calls')})
+  --no-cache               neither read nor write the call cache for this run
 
 A model spec is bedrock:<modelId>, openai:<baseURL>#<model> or llama:<file.gguf|hf:URI>.`;
+
+/** The run totals the last lines print, from report.json. */
+interface RunTotals {
+  readonly calls: number;
+  readonly cacheHits: number;
+  readonly throttled: number;
+  readonly costUsd: number;
+}
 
 class UsageError extends Error {
   override name = 'UsageError';
@@ -136,6 +154,9 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         format: { type: 'string' },
         'shard-size': { type: 'string' },
         concurrency: { type: 'string' },
+        resume: { type: 'string' },
+        'cache-dir': { type: 'string' },
+        'no-cache': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -143,11 +164,20 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       io.stdout.write(`${USAGE}\n`);
       return 0;
     }
-    if (positionals.length !== 1) throw new UsageError('run takes one input file');
+    const resume = values.resume;
+    if (resume !== undefined && positionals.length > 0)
+      throw new UsageError('--resume continues a run from its stored input; give no input file');
+    if (resume === undefined && positionals.length !== 1) throw new UsageError('run takes one input file');
     if (!values.out) throw new UsageError('--out <dir> is required');
-    const config = await configFrom(values);
-    const input = positionals[0] as string;
-    if (!(await stat(input).catch(() => undefined))?.isFile()) throw new InputError(`${input}: no such file`);
+    if (values['no-cache'] && values['cache-dir'])
+      throw new UsageError('--no-cache and --cache-dir exclude each other');
+    const config = resume === undefined ? await configFrom(values) : await loadRunConfig(values.out, resume);
+    const input = positionals[0];
+    if (input !== undefined && !(await stat(input).catch(() => undefined))?.isFile())
+      throw new InputError(`${input}: no such file`);
+    const cache = values['no-cache']
+      ? undefined
+      : new CallCache(new FsStore(values['cache-dir'] ?? join(cacheRoot(), 'calls')), '');
     const registry = new ModelRegistry();
     let result: LocalRunResult;
     try {
@@ -161,6 +191,8 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       }
       result = await runLocal({
         input,
+        resume,
+        cache,
         outDir: values.out,
         config,
         registry,
@@ -173,7 +205,12 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       say(`run ${result.runId} was already started for this input; nothing to do`);
       return 0;
     }
+    const { totals } = JSON.parse(await readFile(result.reportPath, 'utf8')) as { totals: RunTotals };
     say(`done      ${result.pairs} pairs, ${result.rejects} rejects (run ${result.runId})`);
+    say(
+      `calls     ${totals.calls} paid, ${totals.cacheHits} from the cache, ${totals.throttled} throttled, ` +
+        `$${totals.costUsd.toFixed(4)}`,
+    );
     io.stdout.write(`${result.pairsPath}\n${result.rejectsPath}\n${result.reportPath}\n`);
     return 0;
   } catch (error) {

@@ -1,6 +1,6 @@
 import { Validations } from 'aws-cdk-lib';
 import type { IConstruct } from 'constructs';
-import { INCOMING_PREFIX, runPrefix } from '../pipeline/keys.js';
+import { CALL_CACHE_PREFIX, INCOMING_PREFIX, runPrefix } from '../pipeline/keys.js';
 import type { PipelineStack } from './pipeline-stack.js';
 import { bedrockModelArns } from './stage-function.js';
 
@@ -62,6 +62,13 @@ export function applyNagAcknowledgements(stack: PipelineStack): void {
       'nodejs22.x is pinned on purpose: the bundles target node22 and the code is tested on Node 20-22. ' +
         'Moving to nodejs24.x is a deliberate change with its own test run.',
     );
+    if (fn.modelSpecs.length > 0)
+      acknowledge(
+        fn.role,
+        wildcardResource(stack, stack.bucket.arnForObjects(`${CALL_CACHE_PREFIX}*`)),
+        'A model stage reads and writes answered model calls under cache/calls/<hash>, named by the sha256 ' +
+          'of each request, known only at run time; the grant is object-level Get/Put, no delete.',
+      );
     for (const arn of fn.modelSpecs.flatMap(bedrockModelArns).filter((a) => a.includes('*'))) {
       acknowledge(
         fn.role,

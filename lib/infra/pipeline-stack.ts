@@ -100,7 +100,7 @@ export class PipelineStack extends Stack {
       FUNCTION_STAGES.map((stage) => [stage, stageFunction(stage)]),
     ) as Record<FunctionStage, StageFunction>;
     for (const stage of MODEL_STAGES) {
-      functions[stage].allowModels([config.models[stage]]);
+      functions[stage].allowModels([config.models[stage]], this.bucket);
     }
     this.functions = functions;
 

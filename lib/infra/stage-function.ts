@@ -8,7 +8,7 @@ import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IBucket } from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 import { ENV_KEYS } from '../pipeline/env.js';
-import { INCOMING_PREFIX, runPrefix } from '../pipeline/keys.js';
+import { CALL_CACHE_PREFIX, INCOMING_PREFIX, runPrefix } from '../pipeline/keys.js';
 import { MODEL_STAGES } from '../pipeline/schemas.js';
 
 /** Every stage that runs as a Lambda function, in pipeline order. */
@@ -135,12 +135,18 @@ export class StageFunction extends Construct {
   }
 
   /**
-   * Lets the function call `bedrock:InvokeModel` on exactly the models of the `bedrock:` specs;
-   * other specs (openai, llama) grant nothing.
+   * Lets the function call `bedrock:InvokeModel` on exactly the models of the `bedrock:` specs
+   * (other specs, openai and llama, grant no model access), and read and write the call cache.
    */
-  allowModels(modelSpecs: readonly string[]): void {
+  allowModels(modelSpecs: readonly string[], bucket: IBucket): void {
     const arns = [...new Set(modelSpecs.flatMap(bedrockModelArns))];
     this.granted.push(...modelSpecs);
+    this.role.addToPrincipalPolicy(
+      new PolicyStatement({
+        actions: ['s3:GetObject', 's3:PutObject'],
+        resources: [bucket.arnForObjects(`${CALL_CACHE_PREFIX}*`)],
+      }),
+    );
     if (arns.length === 0) return;
     this.role.addToPrincipalPolicy(
       new PolicyStatement({ actions: ['bedrock:InvokeModel'], resources: arns }),

@@ -1,14 +1,17 @@
 import './polyfill.js';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { StateMachine } from 'aws-local-stepfunctions';
-import type { PipelineConfig } from '../pipeline/config.js';
+import { z } from 'zod';
+import { type PipelineConfig, parseConfig } from '../pipeline/config.js';
 import type { StageDeps } from '../pipeline/deps.js';
 import { InputError, LocalEngineError } from '../pipeline/errors.js';
-import { INCOMING_PREFIX, runPrefix } from '../pipeline/keys.js';
+import { configKey, INCOMING_PREFIX, markerKey, runPrefix } from '../pipeline/keys.js';
+import type { CallCache } from '../pipeline/models/call-cache.js';
+import { GovernorPool } from '../pipeline/models/governor-pool.js';
 import { ModelRegistry } from '../pipeline/models/registry.js';
 import { runIdFor } from '../pipeline/records.js';
 import { MergeResult, SplitResult } from '../pipeline/schemas.js';
@@ -29,11 +32,17 @@ export type ProgressEvent =
     }
   | { readonly type: 'stage-error'; readonly stage: string; readonly shard: string; readonly error: string };
 
-/** A local run of one input file. */
+/** A local run of one input file, or the resumption of an earlier run in the same `outDir`. */
 export interface LocalRunOptions {
-  readonly input: string;
+  /** The input file; not needed to resume. */
+  readonly input?: string;
+  /** The id of a run in `outDir` to continue from the shards and stages it already wrote. */
+  readonly resume?: string;
   readonly outDir: string;
+  /** The configuration of a new run; a resumed run keeps the one it started with. */
   readonly config: PipelineConfig;
+  /** Answered model calls; absent, every call is paid. */
+  readonly cache?: CallCache;
   /** Shared model clients; a run creates (and closes) its own when absent. */
   readonly registry?: StageDeps['models'];
   readonly onProgress?: (event: ProgressEvent) => void;
@@ -77,6 +86,9 @@ export interface LocalExecutionOptions {
   readonly store: FsStore;
   readonly config: PipelineConfig;
   readonly registry: StageDeps['models'];
+  readonly cache?: CallCache;
+  /** Rate governors; default one pool for the execution, shared by all its shards. */
+  readonly governors?: GovernorPool;
   /** The execution input, as EventBridge or a StartExecution call would give it. */
   readonly input: unknown;
   /** The execution name; a second execution of the same run needs a new one, as in AWS. */
@@ -96,10 +108,11 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
   const { store, registry } = options;
   const { definition, functions } = synthesizePipeline(options.config);
   const handlers = new Map<string, (event: unknown) => Promise<unknown>>();
+  const governors = options.governors ?? new GovernorPool({ sharedByShards: true });
   for (const [arn, fn] of functions) {
     const module = STAGE_HANDLERS[fn.stage];
     if (!module) throw new LocalEngineError(`no handler module for stage ${fn.stage}`);
-    const deps: StageDeps = { store, models: registry };
+    const deps: StageDeps = { store, models: registry, cache: options.cache, governors };
     handlers.set(
       arn,
       module.createHandler(() => deps),
@@ -168,32 +181,42 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
   })) as Json;
 }
 
+/** What a run's marker says: the execution that claimed it and its input. */
+const RunMarker = z.object({ executionId: z.string(), inputKey: z.string(), etag: z.string().nullable() });
+
+/** The frozen configuration of a run in `outDir`; an InputError when there is no such run. */
+export async function loadRunConfig(outDir: string, runId: string): Promise<PipelineConfig> {
+  const store = new FsStore(join(resolve(outDir), 'store'));
+  const text = await store.tryGet(configKey(runId));
+  if (text === undefined) throw new InputError(`no run ${runId} in ${outDir}${await runsListed(store)}`);
+  return parseConfig(JSON.parse(text), `run ${runId} config`);
+}
+
+const runsListed = async (store: FsStore) => {
+  const runs = await readdir(store.pathOf('runs')).catch(() => [] as string[]);
+  return runs.length ? ` (runs there: ${runs.join(', ')})` : ' (no runs there)';
+};
+
 /**
  * Runs the pipeline on this machine over one input file: stages it under `incoming/` of a filesystem
  * store in `<outDir>/store`, executes the synthesized definition, and copies the run's pairs, rejects and
- * report into `outDir`.
+ * report into `outDir`. With `resume`, executes the run again under its first execution's name, as a
+ * redrive does in AWS: stages already written are skipped, and calls already answered come from the cache.
  */
 export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult> {
-  const inputPath = resolve(options.input);
-  const info = await stat(inputPath).catch(() => undefined);
-  if (!info?.isFile()) throw new InputError(`${options.input}: no such file`);
   const outDir = resolve(options.outDir);
   const store = new FsStore(join(outDir, 'store'));
-  const inputKey = `${INCOMING_PREFIX}${basename(inputPath)}`;
-  await mkdir(join(store.root, INCOMING_PREFIX), { recursive: true });
-  await copyFile(inputPath, store.pathOf(inputKey));
-  const etag = await sha256OfFile(inputPath);
-  // Each local run starts clean: outputs of an earlier run of the same input are not reused.
-  await rm(store.pathOf(runPrefix(runIdFor(inputKey, etag))), { recursive: true, force: true });
+  const start = options.resume ? await resumed(store, options.resume, outDir) : await fresh(store, options);
 
   const owned = options.registry ? undefined : new ModelRegistry();
   try {
     const output = await executeLocally({
       store,
-      config: options.config,
+      config: options.resume ? await loadRunConfig(outDir, options.resume) : options.config,
       registry: options.registry ?? (owned as ModelRegistry),
-      input: { inputKey, etag },
-      executionName: `local-${etag.slice(0, 12)}-${Date.now().toString(36)}`,
+      cache: options.cache,
+      input: start.input,
+      executionName: start.executionName,
       onProgress: options.onProgress,
       retryIntervalMs: options.retryIntervalMs,
     });
@@ -214,4 +237,31 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
   } finally {
     await owned?.closeAll();
   }
+}
+
+/** Stages the input of a new run and clears what an earlier run of the same input left. */
+async function fresh(store: FsStore, options: LocalRunOptions) {
+  if (!options.input) throw new InputError('a run needs an input file, or a run id to resume');
+  const inputPath = resolve(options.input);
+  const info = await stat(inputPath).catch(() => undefined);
+  if (!info?.isFile()) throw new InputError(`${options.input}: no such file`);
+  const inputKey = `${INCOMING_PREFIX}${basename(inputPath)}`;
+  await mkdir(join(store.root, INCOMING_PREFIX), { recursive: true });
+  await copyFile(inputPath, store.pathOf(inputKey));
+  const etag = await sha256OfFile(inputPath);
+  // A new run starts clean; what it can reuse of an earlier one comes from the call cache.
+  await rm(store.pathOf(runPrefix(runIdFor(inputKey, etag))), { recursive: true, force: true });
+  return {
+    input: { inputKey, etag },
+    executionName: `local-${etag.slice(0, 12)}-${Date.now().toString(36)}`,
+  };
+}
+
+/** The start of a resumed run: its first execution's input and name, from the run's marker. */
+async function resumed(store: FsStore, runId: string, outDir: string) {
+  const text = await store.tryGet(markerKey(runId));
+  if (text === undefined) throw new InputError(`no run ${runId} in ${outDir}${await runsListed(store)}`);
+  const marker = RunMarker.parse(JSON.parse(text));
+  const executionName = marker.executionId.split(':').pop() as string;
+  return { input: { inputKey: marker.inputKey, etag: marker.etag ?? undefined }, executionName };
 }

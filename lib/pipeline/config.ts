@@ -63,6 +63,8 @@ export const PipelineConfig = z.object({
       categoryField: z.string().min(1).default('category'),
       /** Longer texts are rejected at split, before any model sees them. */
       maxTextChars: z.number().int().positive().default(20_000),
+      /** Longer input lines are rejected as line-too-long without being held in memory. */
+      maxLineBytes: z.number().int().min(1024).default(1_048_576),
     })
     .prefault({}),
   /** Records per shard; raised automatically so a run has at most `maxShards` shards. */
@@ -82,6 +84,33 @@ export const PipelineConfig = z.object({
       filter: judgeSettings(256, DEFAULT_FILTER_CRITERIA, 3).prefault({}),
       respond: generationSettings(512, 0.7).prefault({}),
       evaluate: judgeSettings(256, DEFAULT_EVALUATE_CRITERIA, 4).prefault({}),
+    })
+    .prefault({}),
+  /**
+   * The account's on-demand quota per model spec, shared by every process of a run: each Lambda
+   * takes 1/`concurrency` of it. Concurrency adapts below `maxConcurrency` when the service throttles.
+   */
+  limits: z
+    .record(
+      ModelSpec,
+      z.object({
+        requestsPerMinute: z.number().positive().optional(),
+        tokensPerMinute: z.number().positive().optional(),
+        maxConcurrency: z.number().int().min(1).max(256).optional(),
+      }),
+    )
+    .default({}),
+  /**
+   * Retries of a throttled or failed call inside a stage, with full-jitter backoff; the Step Functions
+   * Retry on the named error is the outer layer. The defaults wait about two minutes in all, longer
+   * than a per-minute quota window.
+   */
+  retry: z
+    .object({
+      attempts: z.number().int().min(1).max(30).default(10),
+      transientAttempts: z.number().int().min(1).max(30).default(4),
+      baseDelayMs: z.number().int().min(0).max(60_000).default(1000),
+      maxDelayMs: z.number().int().min(0).max(600_000).default(60_000),
     })
     .prefault({}),
   /** USD per 1,000 tokens by model id; overrides and extends the built-in table. */

@@ -1,5 +1,7 @@
 import { S3Client } from '@aws-sdk/client-s3';
 import { loadEnv } from './env.js';
+import { CallCache } from './models/call-cache.js';
+import { GovernorPool } from './models/governor-pool.js';
 import type { ModelClient } from './models/model-client.js';
 import { ModelRegistry } from './models/registry.js';
 import { S3Store } from './store/s3-store.js';
@@ -9,17 +11,29 @@ import type { Store } from './store/store.js';
 export interface StageDeps {
   readonly store: Store;
   readonly models: { get(spec: string): Promise<ModelClient> };
+  /** Answered model calls by content address; absent, every call is paid (`--no-cache`). */
+  readonly cache?: CallCache;
+  /** Rate governors per model; absent, calls go out ungoverned and unretried (unit tests). */
+  readonly governors?: GovernorPool;
   /** The clock, for timestamps in the manifest. */
   readonly now?: () => Date;
 }
 
 let processDeps: StageDeps | undefined;
 
-/** The dependencies of a Lambda process, built once from its environment: the run bucket and the models. */
+/**
+ * The dependencies of a Lambda process, built once from its environment: the run bucket (which also
+ * holds the call cache), the models, and governors that take this process's share of each quota.
+ */
 export const defaultDeps = (): StageDeps => {
-  processDeps ??= {
-    store: new S3Store(new S3Client({}), loadEnv().BUCKET_NAME),
-    models: new ModelRegistry(),
-  };
+  if (!processDeps) {
+    const store = new S3Store(new S3Client({}), loadEnv().BUCKET_NAME);
+    processDeps = {
+      store,
+      models: new ModelRegistry(),
+      cache: new CallCache(store),
+      governors: new GovernorPool({ sharedByShards: false }),
+    };
+  }
   return processDeps;
 };

@@ -16,6 +16,9 @@ export const shardStatsKey = (runId: string, shard: string, stage: StageName) =>
 export const outputKey = (runId: string, file: 'pairs.jsonl' | 'rejects.jsonl' | 'report.json') =>
   `${runPrefix(runId)}/output/${file}`;
 
+/** Answered model calls, by content address, shared by every run in the bucket. */
+export const CALL_CACHE_PREFIX = 'cache/calls/';
+
 /** Uploads under this prefix start a run. */
 export const INCOMING_PREFIX = 'incoming/';
 

@@ -42,6 +42,10 @@ export const emptyStats = (): StageStats => ({
   outputTokens: 0,
   costUsd: 0,
   ms: 0,
+  cacheHits: 0,
+  cacheMisses: 0,
+  throttled: 0,
+  retries: 0,
 });
 
 /** Adds `b` into `a`. */
@@ -55,5 +59,9 @@ export function addStats(a: StageStats, b: StageStats): StageStats {
     outputTokens: a.outputTokens + b.outputTokens,
     costUsd: a.costUsd + b.costUsd,
     ms: a.ms + b.ms,
+    cacheHits: a.cacheHits + b.cacheHits,
+    cacheMisses: a.cacheMisses + b.cacheMisses,
+    throttled: a.throttled + b.throttled,
+    retries: a.retries + b.retries,
   };
 }

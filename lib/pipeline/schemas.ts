@@ -87,6 +87,14 @@ export const StageStats = z.object({
   outputTokens: z.number().int().nonnegative(),
   costUsd: z.number().nonnegative(),
   ms: z.number().nonnegative(),
+  /** Calls answered from the cache: not paid again, not counted in `calls`. */
+  cacheHits: z.number().int().nonnegative().default(0),
+  /** Calls looked up in the cache and not found, then paid for. */
+  cacheMisses: z.number().int().nonnegative().default(0),
+  /** Answers the service throttled (HTTP 429), each retried after a backoff. */
+  throttled: z.number().int().nonnegative().default(0),
+  /** Retries after throttling or a transient failure. */
+  retries: z.number().int().nonnegative().default(0),
 });
 export type StageStats = z.infer<typeof StageStats>;
 

@@ -16,6 +16,7 @@ import { PipelineStack } from '../../lib/infra/pipeline-stack.js';
 import { FUNCTION_STAGES, type FunctionStage } from '../../lib/infra/stage-function.js';
 import { definitionOf, LOCAL_ENV, resolveIntrinsics } from '../../lib/local/definition.js';
 import { type PipelineConfigInput, parseConfig } from '../../lib/pipeline/config.js';
+import { MODEL_STAGES } from '../../lib/pipeline/schemas.js';
 import { tempDir } from '../support/temp.js';
 
 const HAIKU = 'anthropic.claude-3-haiku-20240307-v1:0';
@@ -293,7 +294,7 @@ describe('PipelineStack functions', () => {
     expect(allowed('merge')).toEqual([]);
   });
 
-  it('lets every stage read and write runs/ and only split read incoming/', () => {
+  it('lets every stage read and write runs/, only split read incoming/, only model stages use cache/calls/', () => {
     // Prepare
     const { resources } = mixed();
     const bucketArn = `${Object.keys(resources).find((id) => resources[id]?.Type === 'AWS::S3::Bucket')}.Arn`;
@@ -302,7 +303,7 @@ describe('PipelineStack functions', () => {
     const access = (stage: FunctionStage) => ({
       list: resourcesAllowed(resources, stage, 's3:ListBucket'),
       get: resourcesAllowed(resources, stage, 's3:GetObject').sort(),
-      put: resourcesAllowed(resources, stage, 's3:PutObject'),
+      put: resourcesAllowed(resources, stage, 's3:PutObject').sort(),
       tag: resourcesAllowed(resources, stage, 's3:PutObjectTagging'),
       delete: resourcesAllowed(resources, stage, 's3:DeleteObject'),
     });
@@ -315,11 +316,18 @@ describe('PipelineStack functions', () => {
       tag: [`${bucketArn}/runs/*`],
       delete: [],
     });
-    for (const stage of FUNCTION_STAGES.filter((s) => s !== 'split')) {
+    expect(access('merge')).toEqual({
+      list: [bucketArn],
+      get: [`${bucketArn}/runs/*`],
+      put: [`${bucketArn}/runs/*`],
+      tag: [`${bucketArn}/runs/*`],
+      delete: [],
+    });
+    for (const stage of MODEL_STAGES) {
       expect(access(stage)).toEqual({
         list: [bucketArn],
-        get: [`${bucketArn}/runs/*`],
-        put: [`${bucketArn}/runs/*`],
+        get: [`${bucketArn}/cache/calls/*`, `${bucketArn}/runs/*`],
+        put: [`${bucketArn}/cache/calls/*`, `${bucketArn}/runs/*`],
         tag: [`${bucketArn}/runs/*`],
         delete: [],
       });

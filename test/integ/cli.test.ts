@@ -6,7 +6,7 @@ import { parseArgs, promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../lib/cli/main.js';
 import type { Pair, Reject } from '../../lib/pipeline/schemas.js';
-import { type BedrockFake, startBedrockFake } from '../support/bedrock-fake.js';
+import { type BedrockFake, preferFakeAnswers, startBedrockFake } from '../support/bedrock-fake.js';
 import { tempDir } from '../support/temp.js';
 
 const run = promisify(execFile);
@@ -35,14 +35,7 @@ describe('safer-instruct run against a Bedrock endpoint', () => {
   let stderr: string;
 
   beforeAll(async () => {
-    fake = await startBedrockFake({
-      respond: (request) => {
-        if (request.toolChoice?.tool?.name !== 'record_preference') return undefined;
-        const text = JSON.stringify(request.body.messages);
-        const aIsChosen = /<response_a>Fake answer/.test(JSON.parse(text)[0].content[0].text);
-        return { toolInput: { preferred: aIsChosen ? 'A' : 'B', rationale: 'It is safe.', score: 5 } };
-      },
-    });
+    fake = await startBedrockFake({ respond: preferFakeAnswers });
     outDir = tempDir();
     const result = await run(
       process.execPath,
@@ -91,6 +84,9 @@ describe('safer-instruct run against a Bedrock endpoint', () => {
     expect(report.accounting.balanced).toBe(true);
     expect(report.stages.evaluate.costUsd).toBeGreaterThan(0);
     expect(stderr).toMatch(/done {6}\d+ pairs, \d+ rejects/);
+    expect(stderr).toMatch(
+      new RegExp(`calls {5}${report.totals.calls} paid, 0 from the cache, 0 throttled, \\$0\\.\\d{4}`),
+    );
   });
 
   it('sends every judge call with a forced tool and the verdict schema', () => {
@@ -104,6 +100,27 @@ describe('safer-instruct run against a Bedrock endpoint', () => {
         'json.properties.score',
       );
     }
+  });
+
+  it('pays again for every call with --no-cache, and reuses them without it', async () => {
+    Object.assign(process.env, {
+      AWS_ENDPOINT_URL_BEDROCK_RUNTIME: fake.url,
+      AWS_ACCESS_KEY_ID: 'AKIDUMMY',
+      AWS_SECRET_ACCESS_KEY: 'dummy',
+      AWS_REGION: 'us-east-1',
+    });
+    const first = JSON.parse(readFileSync(join(outDir, 'report.json'), 'utf8'));
+    const args = [fixture, '--model', `bedrock:${HAIKU}`, '--shard-size', '20'];
+    const before = fake.requests.length;
+
+    const uncached = await cli('run', ...args, '--out', tempDir(), '--no-cache');
+    const paid = fake.requests.length - before;
+    const cached = await cli('run', ...args, '--out', tempDir());
+
+    expect([uncached.code, cached.code]).toEqual([0, 0]);
+    expect(paid).toBe(first.totals.calls);
+    expect(fake.requests.length - before).toBe(paid);
+    expect(cached.err).toMatch(new RegExp(`calls {5}0 paid, ${first.totals.calls} from the cache`));
   });
 
   it('sends generation calls without tools', () => {
@@ -137,6 +154,26 @@ describe('safer-instruct run with bad arguments', () => {
 
     expect(result.code).toBe(1);
     expect(result.err).toMatch(/models\.induce: a model spec is bedrock:<id>/);
+  });
+
+  it('names the runs there are when asked to resume a run that is not in the folder', async () => {
+    const result = await cli('run', '--resume', 'posts-0123456789', '--out', tempDir());
+
+    expect(result.code).toBe(1);
+    expect(result.err).toMatch(/^safer-instruct: no run posts-0123456789 in .* \(no runs there\)\n$/);
+  });
+
+  it.each([
+    [['run', fixture, '--resume', 'r-1', '--out', 'o'], /give no input file/],
+    [
+      ['run', fixture, '--out', 'o', '--no-cache', '--cache-dir', 'c'],
+      /--no-cache and --cache-dir exclude each other/,
+    ],
+  ])('explains usage for %j', async (args, message) => {
+    const result = await cli(...args);
+
+    expect(result.code).toBe(2);
+    expect(result.err).toMatch(message);
   });
 
   it('explains usage when --out is missing', async () => {

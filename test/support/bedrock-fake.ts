@@ -74,6 +74,8 @@ export interface BedrockFake {
   readonly url: string;
   /** Every request received, in order. */
   readonly requests: ConverseRequestRecord[];
+  /** How many requests were answered 200 with a model reply (throttles and errors excluded). */
+  readonly answered: number;
   /** Stops the server and drops open HTTP/2 sessions (SDK clients keep theirs open). */
   close(): Promise<void>;
 }
@@ -95,6 +97,7 @@ export async function startBedrockFake(options: BedrockFakeOptions = {}): Promis
   const requests: ConverseRequestRecord[] = [];
   const sessions = new Set<http2.ServerHttp2Session>();
   let errorCount = 0;
+  let answered = 0;
 
   const server = http2.createServer();
   server.on('session', (session) => {
@@ -150,7 +153,9 @@ export async function startBedrockFake(options: BedrockFakeOptions = {}): Promis
         : errorAnswer(500, 'InternalServerException', 'An internal server error occurred.');
     }
     const reply = (await respond?.(record)) ?? defaultReply(record, malformed);
-    return replyAnswer(record, reply, latencyMs);
+    const answer = replyAnswer(record, reply, latencyMs);
+    if (answer.status === 200) answered++;
+    return answer;
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -165,6 +170,9 @@ export async function startBedrockFake(options: BedrockFakeOptions = {}): Promis
   return {
     url: `http://127.0.0.1:${address.port}`,
     requests,
+    get answered() {
+      return answered;
+    },
     close: () =>
       new Promise<void>((resolve, reject) => {
         server.close((error) => (error ? reject(error) : resolve()));
@@ -228,6 +236,16 @@ function replyAnswer(record: ConverseRequestRecord, reply: FakeReply, latencyMs:
       metrics: { latencyMs },
     },
   };
+}
+
+/**
+ * A `respond` hook for whole-pipeline runs: the evaluate judge prefers the fake's own generated answer
+ * (the chosen response) over the input text, so records can become pairs.
+ */
+export function preferFakeAnswers(request: ConverseRequestRecord): FakeReply | undefined {
+  if (request.toolChoice?.tool?.name !== 'record_preference') return undefined;
+  const aIsChosen = /<response_a>Fake answer/.test(userText(request.body));
+  return { toolInput: { preferred: aIsChosen ? 'A' : 'B', rationale: 'It is safe.', score: 5 } };
 }
 
 /** The deterministic default: a schema-shaped tool input, or a text derived from the user message. */

@@ -68,6 +68,29 @@ describe('merge', () => {
     const act = merge({ runId, shardResults: [] }, deps);
 
     await expect(act).rejects.toThrow(AccountingError);
-    await expect(merge({ runId, shardResults: [] }, deps)).rejects.toThrow(/6 records came in but 5 pairs/);
+    await expect(merge({ runId, shardResults: [] }, deps)).rejects.toThrow(
+      /shard 00001 evaluate took in 2 records but put out 1/,
+    );
+  });
+
+  it('fails with an AccountingError when a stage put out a record it never took in', async () => {
+    const { store, deps, runId } = await prepare(['00000', '00001', '00002']);
+    const [first] = (await store.get(shardKey(runId, '00001', 'evaluate'))).split('\n');
+    const stranger = { ...JSON.parse(first as string), id: 'not-from-this-shard' };
+    await store.put(shardKey(runId, '00001', 'evaluate'), `${JSON.stringify(stranger)}\n${first}\n`);
+
+    const act = merge({ runId, shardResults: [] }, deps);
+
+    await expect(act).rejects.toThrow(/took in 2 records but put out 2 .* or not the same ones/);
+  });
+
+  it('writes no outputs when the books do not balance', async () => {
+    const { store, deps, runId } = await prepare(['00000', '00001', '00002']);
+    await store.put(shardKey(runId, '00002', 'evaluate'), '');
+
+    await merge({ runId, shardResults: [] }, deps).catch(() => undefined);
+
+    expect(await store.tryGet(outputKey(runId, 'rejects.jsonl'))).toBeUndefined();
+    expect(await store.tryGet(outputKey(runId, 'pairs.jsonl'))).toBeUndefined();
   });
 });

@@ -32,7 +32,7 @@ export interface BedrockModelClientOptions {
   readonly spec: string;
   /** The Bedrock model id or inference profile id / ARN. */
   readonly modelId: string;
-  /** The runtime client; default a process-wide client with adaptive retry. */
+  /** The runtime client; default a process-wide client that leaves retries to the governor. */
   readonly client?: BedrockRuntimeClient;
   /**
    * Whether `judge` forces a tool call (default true). Set false only for models without tool use:
@@ -44,13 +44,13 @@ export interface BedrockModelClientOptions {
 let sharedClient: BedrockRuntimeClient | undefined;
 
 /**
- * The process-wide runtime client. The adaptive limiter only works when every caller in the process
- * shares one client, and a per-minute quota needs more attempts than the SDK's default three.
+ * The process-wide runtime client. It makes one attempt per call: the pipeline's rate governor owns
+ * retries, because a per-minute quota needs longer backoff than the SDK's, and two retry layers
+ * would multiply each other.
  */
 function defaultClient(): BedrockRuntimeClient {
   sharedClient ??= new BedrockRuntimeClient({
-    retryMode: 'adaptive',
-    maxAttempts: 6,
+    maxAttempts: 1,
     // A hung stream would otherwise hold the Lambda until its 15-minute timeout.
     requestHandler: { requestTimeout: 120_000 },
   });

@@ -1,5 +1,5 @@
 import { open, stat } from 'node:fs/promises';
-import { availableParallelism, homedir } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import type {
   ChatHistoryItem,
@@ -11,6 +11,7 @@ import type {
   LlamaModel,
 } from 'node-llama-cpp';
 import type { z } from 'zod';
+import { cacheRoot } from '../cache-dir.js';
 import { ModelConfigError, ModelRequestError } from '../errors.js';
 import {
   checkAnswer,
@@ -34,8 +35,7 @@ const MAX_INTEGER_ENUM = 64;
 
 /** Where downloaded models are kept when the registry names no directory. */
 export function defaultModelCacheDir(env: Record<string, string | undefined> = process.env): string {
-  if (env.SAFER_INSTRUCT_CACHE_DIR) return join(env.SAFER_INSTRUCT_CACHE_DIR, 'models');
-  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'safer-instruct', 'models');
+  return join(cacheRoot(env), 'models');
 }
 
 /**

@@ -1,3 +1,4 @@
+import { createInterface } from 'node:readline';
 import { parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
 import { AccountingError } from '../errors.js';
@@ -31,6 +32,17 @@ const parseLines = (text: string): unknown[] =>
     .filter((line) => line.trim())
     .map((line) => JSON.parse(line));
 
+type Located = { id: string; source: string; line: number };
+
+/** Reads a JSONL object line by line, never whole: the split rejects of a large input can be large. */
+async function* storeLines(store: StageDeps['store'], key: string): AsyncGenerator<string> {
+  const lines = createInterface({
+    input: (await store.getStream(key)).setEncoding('utf8'),
+    crlfDelay: Number.POSITIVE_INFINITY,
+  });
+  for await (const line of lines) if (line.trim()) yield line;
+}
+
 /** The pair a verified record becomes. */
 export const toPair = (record: RespondedRecord): Pair => ({
   id: record.id,
@@ -44,7 +56,7 @@ export const toPair = (record: RespondedRecord): Pair => ({
 /**
  * The last stage: gathers every shard's pairs and rejects into the run's outputs, turns the
  * records of failed shards into rejects, checks that every input record is accounted for exactly
- * once, and writes report.json.
+ * once, and writes report.json. Outputs are streamed: only one shard is held in memory at a time.
  */
 export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeResult> {
   const { store } = deps;
@@ -62,63 +74,108 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
     respond: emptyStats(),
     evaluate: emptyStats(),
   };
-  const rejects: Reject[] = parseLines(await store.get(splitRejectsKey(runId))).map((r) => Reject.parse(r));
-  const pairs: Pair[] = [];
   const failedShards: { shard: string; stage: StageName; error: string }[] = [];
-
-  for (const { shard } of manifest.shards) {
-    let survivors = parseLines(await store.get(shardKey(runId, shard, 'split')));
-    let complete = true;
-    for (const stage of MODEL_STAGES) {
-      const stageStats = await store.tryGet(shardStatsKey(runId, shard, stage));
-      if (stageStats === undefined) {
-        const error = failures.get(shard) ?? 'ShardIncomplete';
-        failedShards.push({ shard, stage, error });
-        for (const record of survivors) {
-          const { id, source, line } = record as { id: string; source: string; line: number };
-          rejects.push({ id, stage, reason: 'shard-failed', detail: `${error} in ${stage}`, source, line });
-        }
-        complete = false;
-        break;
-      }
-      stats[stage] = addStats(stats[stage], StageStats.parse(JSON.parse(stageStats)));
-      for (const r of parseLines(await store.get(shardRejectsKey(runId, shard, stage))))
-        rejects.push(Reject.parse(r));
-      survivors = parseLines(await store.get(shardKey(runId, shard, stage)));
-    }
-    if (complete) for (const record of survivors) pairs.push(toPair(RespondedRecord.parse(record)));
-  }
-
+  const completeShards: string[] = [];
+  const rejectsByStage: Record<string, Record<string, number>> = {};
   const seen = new Set<string>();
-  for (const { id } of [...pairs, ...rejects]) {
+  const count = (id: string) => {
     if (seen.has(id)) throw new AccountingError(`run ${runId}: record ${id} is counted twice`);
     seen.add(id);
+  };
+  let rejectCount = 0;
+  const counted = (reject: Reject): string => {
+    count(reject.id);
+    rejectCount++;
+    const byReason = rejectsByStage[reject.stage] ?? {};
+    byReason[reject.reason] = (byReason[reject.reason] ?? 0) + 1;
+    rejectsByStage[reject.stage] = byReason;
+    return `${JSON.stringify(reject)}\n`;
+  };
+
+  /** Every reject of the run, in stage order per shard; on the way, checks each shard's books. */
+  async function* rejectLines(): AsyncGenerator<string> {
+    for await (const line of storeLines(store, splitRejectsKey(runId)))
+      yield counted(Reject.parse(JSON.parse(line)));
+    for (const { shard } of manifest.shards) {
+      let survivors = parseLines(await store.get(shardKey(runId, shard, 'split'))) as Located[];
+      let complete = true;
+      for (const stage of MODEL_STAGES) {
+        const stageStats = await store.tryGet(shardStatsKey(runId, shard, stage));
+        if (stageStats === undefined) {
+          const error = failures.get(shard) ?? 'ShardIncomplete';
+          failedShards.push({ shard, stage, error });
+          for (const { id, source, line } of survivors)
+            yield counted({
+              id,
+              stage,
+              reason: 'shard-failed',
+              detail: `${error} in ${stage}`,
+              source,
+              line,
+            });
+          complete = false;
+          break;
+        }
+        stats[stage] = addStats(stats[stage], StageStats.parse(JSON.parse(stageStats)));
+        const expected = survivors.length;
+        const before = new Set(survivors.map((r) => r.id));
+        const rejected = parseLines(await store.get(shardRejectsKey(runId, shard, stage))).map((r) =>
+          Reject.parse(r),
+        );
+        survivors = parseLines(await store.get(shardKey(runId, shard, stage))) as Located[];
+        const after = [...rejected, ...survivors];
+        if (after.length !== before.size || after.some((r) => !before.delete(r.id)))
+          throw new AccountingError(
+            `run ${runId}: shard ${shard} ${stage} took in ${expected} records but put out ${after.length} ` +
+              `(${rejected.length} rejects, ${survivors.length} kept) or not the same ones`,
+          );
+        for (const reject of rejected) yield counted(reject);
+      }
+      if (complete) {
+        for (const { id } of survivors) count(id);
+        completeShards.push(shard);
+      }
+    }
   }
+
+  /** The pairs of the complete shards. */
+  async function* pairLines(): AsyncGenerator<string> {
+    for (const shard of completeShards)
+      for (const record of parseLines(await store.get(shardKey(runId, shard, 'evaluate'))))
+        yield `${JSON.stringify(toPair(RespondedRecord.parse(record)))}\n`;
+  }
+
+  const keys = {
+    pairsKey: outputKey(runId, 'pairs.jsonl'),
+    rejectsKey: outputKey(runId, 'rejects.jsonl'),
+    reportKey: outputKey(runId, 'report.json'),
+  };
+  await store.putStream(keys.rejectsKey, batched(rejectLines()));
+  const pairCount = seen.size - rejectCount;
   if (seen.size !== manifest.records)
     throw new AccountingError(
-      `run ${runId}: ${manifest.records} records came in but ${pairs.length} pairs + ${rejects.length} rejects went out`,
+      `run ${runId}: ${manifest.records} records came in but ${pairCount} pairs + ${rejectCount} rejects went out`,
     );
+  await store.putStream(keys.pairsKey, batched(pairLines()));
 
-  const rejectsByStage: Record<string, Record<string, number>> = {};
-  for (const r of rejects) {
-    const byReason = rejectsByStage[r.stage] ?? {};
-    byReason[r.reason] = (byReason[r.reason] ?? 0) + 1;
-    rejectsByStage[r.stage] = byReason;
-  }
   const totals = Object.values(stats).reduce(addStats, emptyStats());
   const report = {
     runId,
     input: { key: manifest.inputKey, etag: manifest.etag, records: manifest.records },
     startedAt: manifest.startedAt,
     finishedAt: (deps.now?.() ?? new Date()).toISOString(),
-    pairs: pairs.length,
-    rejects: rejects.length,
+    pairs: pairCount,
+    rejects: rejectCount,
     stages: stats,
     totals: {
       calls: totals.calls,
       inputTokens: totals.inputTokens,
       outputTokens: totals.outputTokens,
       costUsd: totals.costUsd,
+      cacheHits: totals.cacheHits,
+      cacheMisses: totals.cacheMisses,
+      throttled: totals.throttled,
+      retries: totals.retries,
     },
     rejectsByStage,
     failedShards,
@@ -128,27 +185,24 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
     ),
     accounting: {
       inputRecords: manifest.records,
-      pairs: pairs.length,
-      rejects: rejects.length,
+      pairs: pairCount,
+      rejects: rejectCount,
       balanced: true,
     },
   };
-
-  const keys = {
-    pairsKey: outputKey(runId, 'pairs.jsonl'),
-    rejectsKey: outputKey(runId, 'rejects.jsonl'),
-    reportKey: outputKey(runId, 'report.json'),
-  };
-  await store.putStream(keys.pairsKey, jsonlChunks(pairs));
-  await store.putStream(keys.rejectsKey, jsonlChunks(rejects));
   await store.put(keys.reportKey, `${JSON.stringify(report, null, 2)}\n`);
-  return { runId, pairs: pairs.length, rejects: rejects.length, ...keys };
+  return { runId, pairs: pairCount, rejects: rejectCount, ...keys };
 }
 
-async function* jsonlChunks(rows: readonly unknown[]): AsyncGenerator<string> {
-  for (let i = 0; i < rows.length; i += 1000)
-    yield rows
-      .slice(i, i + 1000)
-      .map((row) => `${JSON.stringify(row)}\n`)
-      .join('');
+/** Joins lines into chunks of about 64 KB, so a stream of many small lines writes efficiently. */
+async function* batched(lines: AsyncIterable<string>): AsyncGenerator<string> {
+  let chunk = '';
+  for await (const line of lines) {
+    chunk += line;
+    if (chunk.length >= 65_536) {
+      yield chunk;
+      chunk = '';
+    }
+  }
+  if (chunk) yield chunk;
 }

@@ -1,18 +1,20 @@
 import type { z } from 'zod';
 import { type PipelineConfig, parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
-import { JudgeAnswerError, ModelRefusedError, ModelRequestError } from '../errors.js';
+import { JudgeAnswerError, ModelRefusedError, ModelRequestError, ModelThrottledError } from '../errors.js';
 import { configKey, shardKey, shardRejectsKey, shardStatsKey } from '../keys.js';
 import { costOf, emptyStats, priceOf } from '../ledger.js';
-import type {
-  GenerateRequest,
-  JudgeRequest,
-  JudgeResult,
-  ModelClient,
-  Usage,
-} from '../models/model-client.js';
+import { type CachedCall, callKey } from '../models/call-cache.js';
+import type { GenerateRequest, JudgeRequest, ModelClient, Usage } from '../models/model-client.js';
 import { type PromptTemplate, templateFor, templateHash } from '../prompts/templates.js';
-import type { ModelStage, Reject, ShardResult, ShardTask, StageName, StageStats } from '../schemas.js';
+import {
+  type ModelStage,
+  type Reject,
+  type ShardResult,
+  type ShardTask,
+  type StageName,
+  StageStats,
+} from '../schemas.js';
 import { toJsonl } from '../store/store.js';
 
 /** A record leaves the pipeline at this stage, for this reason. */
@@ -78,10 +80,15 @@ export async function runShardStage<I extends { id: string; source: string; line
   const started = Date.now();
   const { store } = deps;
   const { runId, shard } = task;
+  // A stage is complete exactly when its stats exist: a resumed or redriven run skips it.
+  const done = await store.tryGet(shardStatsKey(runId, shard, spec.stage));
+  if (done !== undefined) return { runId, shard, records: StageStats.parse(JSON.parse(done)).out };
+
   const config = parseConfig(JSON.parse(await store.get(configKey(runId))), `run ${runId} config`);
   const stageConfig = config.stages[spec.stage];
   const model = await deps.models.get(config.models[spec.stage]);
   const template = templateFor(spec.stage, stageConfig.template);
+  const hash = templateHash(template);
   const stats: StageStats = emptyStats();
   const price = priceOf(model.modelId, config);
   const meter = (usage: Usage) => {
@@ -90,31 +97,84 @@ export async function runShardStage<I extends { id: string; source: string; line
     stats.outputTokens += usage.outputTokens;
     stats.costUsd += costOf(usage, price);
   };
+  const governor = deps.governors?.get(model.spec, config);
+  const governed = <R extends { usage: Usage }>(request: GenerateRequest, invoke: () => Promise<R>) =>
+    governor
+      ? governor.run(invoke, {
+          reserveTokens: reserveFor(request),
+          tokensUsed: (result) => result.usage.inputTokens + result.usage.outputTokens,
+          onRetry: (error) => {
+            stats.retries++;
+            if (error instanceof ModelThrottledError) stats.throttled++;
+          },
+        })
+      : invoke();
+  /** Answers a call from the cache, or makes it, meters it and caches the answer before it is used. */
+  const answer = async (
+    request: GenerateRequest,
+    attempt: number,
+    invoke: () => Promise<CachedCall>,
+  ): Promise<CachedCall> => {
+    const cache = deps.cache;
+    const key = cache && callKey({ spec: model.spec, request, templateHash: hash, attempt });
+    if (cache && key) {
+      const hit = await cache.get(key);
+      if (hit) {
+        stats.cacheHits++;
+        return hit;
+      }
+      stats.cacheMisses++;
+    }
+    let entry: CachedCall;
+    try {
+      entry = await invoke();
+    } catch (error) {
+      if (!(error instanceof ModelRefusedError)) throw error;
+      entry = { kind: 'refused', message: error.message, usage: error.usage };
+    }
+    meter(entry.usage);
+    if (cache && key) await cache.put(key, entry);
+    return entry;
+  };
+  const refused = (entry: CachedCall & { kind: 'refused' }) =>
+    new ModelRefusedError(entry.message, entry.usage);
 
   const ctx: StageContext = {
     config,
     model,
     template,
-    templateHash: templateHash(template),
+    templateHash: hash,
     async generate(request) {
-      const result = await model.generate(request);
-      meter(result.usage);
-      return result.text;
+      const entry = await answer(request, 0, async () => {
+        const result = await governed(request, () => model.generate(request));
+        return { kind: 'text', text: result.text, usage: result.usage };
+      });
+      if (entry.kind === 'refused') throw refused(entry);
+      if (entry.kind !== 'text')
+        throw new ModelRequestError(`cached answer of kind ${entry.kind} for a generation`);
+      return entry.text;
     },
     async judge<T>(request: JudgeRequest<T>) {
-      let lastError: JudgeAnswerError | undefined;
+      let last = 'no valid answer';
+      // An answer that fails validation is asked for once more, as a call of its own (attempt 1).
       for (let attempt = 0; attempt < 2; attempt++) {
-        try {
-          const result: JudgeResult<T> = await model.judge(request);
-          meter(result.usage);
-          return result.value;
-        } catch (error) {
-          if (!(error instanceof JudgeAnswerError)) throw error;
-          meter(error.usage);
-          lastError = error;
-        }
+        const entry = await answer(request, attempt, async () => {
+          try {
+            const result = await governed(request, () => model.judge(request));
+            return { kind: 'answer', value: result.value, usage: result.usage };
+          } catch (error) {
+            if (!(error instanceof JudgeAnswerError)) throw error;
+            return { kind: 'invalid-answer', message: error.message, usage: error.usage };
+          }
+        });
+        if (entry.kind === 'refused') throw refused(entry);
+        if (entry.kind === 'answer') {
+          const valid = request.schema.safeParse(entry.value);
+          if (valid.success) return valid.data;
+          last = `cached answer no longer matches the schema: ${valid.error.message}`;
+        } else if (entry.kind === 'invalid-answer') last = entry.message;
       }
-      return new Rejection('invalid-judge-answer', lastError?.message.slice(0, 300) ?? 'no valid answer');
+      return new Rejection('invalid-judge-answer', last.slice(0, 300));
     },
   };
 
@@ -142,10 +202,8 @@ export async function runShardStage<I extends { id: string; source: string; line
       return await spec.handle(record, ctx);
     } catch (error) {
       // Per-record failures become rejects; throttling, outages and bugs fail the shard for Retry.
-      if (error instanceof ModelRefusedError) {
-        meter(error.usage);
+      if (error instanceof ModelRefusedError)
         return new Rejection('model-refused', error.message.slice(0, 300));
-      }
       if (error instanceof ModelRequestError)
         return new Rejection('model-request-error', error.message.slice(0, 300));
       throw error;
@@ -178,6 +236,10 @@ export async function runShardStage<I extends { id: string; source: string; line
   await store.put(shardStatsKey(runId, shard, spec.stage), JSON.stringify(stats), { intermediate: true });
   return { runId, shard, records: kept.length };
 }
+
+/** Tokens to reserve for a call: about four characters a token in, and the most it may write out. */
+const reserveFor = (request: GenerateRequest): number =>
+  Math.ceil((request.system.length + request.prompt.length) / 4) + request.maxTokens;
 
 const safeJson = (text: string): unknown => {
   try {
