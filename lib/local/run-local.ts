@@ -121,7 +121,17 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
 
   const progress = options.onProgress ?? (() => {});
   let fatal: Error | undefined;
-  const invoke = async (request: unknown) => {
+  const inFlight = new Set<Promise<unknown>>();
+  const invoke = (request: unknown) => {
+    const call = dispatch(request);
+    inFlight.add(call);
+    call.then(
+      () => inFlight.delete(call),
+      () => inFlight.delete(call),
+    );
+    return call;
+  };
+  const dispatch = async (request: unknown) => {
     const { FunctionName, Payload } = request as { FunctionName: string; Payload: unknown };
     const fn = functions.get(FunctionName);
     const handler = handlers.get(FunctionName);
@@ -176,7 +186,10 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
       },
     },
   });
-  return (await execution.result.catch((error: unknown) => {
+  return (await execution.result.catch(async (error: unknown) => {
+    // A failed execution leaves other Map iterations running here; let them end, so that a resume
+    // (or the caller) never races their writes.
+    while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
     throw fatal ?? error;
   })) as Json;
 }

@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { executeLocally, runLocal } from '../../lib/local/run-local.js';
@@ -150,6 +150,38 @@ describe('the local engine running the synthesized state machine', () => {
 
     expect(first).toMatchObject({ pairs: 56, rejects: 6 });
     expect(second).toEqual({ runId: first.runId, duplicate: true, shards: [], records: 0 });
+  });
+
+  it('finishes a run that failed on an unusable model when resumed, redoing only the unfinished stages', async () => {
+    const outDir = tempDir();
+    const config = fakeConfig({ shardSize: 10, input: { maxTextChars: 2000 } });
+    const unusable = new FakeModel('bedrock:fake', {
+      judge: (req) => {
+        if (req.toolName === 'record_preference') throw new ModelConfigError('AccessDeniedException');
+        return { rationale: 'fits', score: 4 };
+      },
+    });
+    await expect(
+      runLocal({ input: fixture, outDir, config, registry: fakeRegistry(unusable) }),
+    ).rejects.toThrow(ModelConfigError);
+    const runId = readdirSync(join(outDir, 'store/runs'))[0] as string;
+    // Records of the shard stages that finished before the failure: each is a call not to make again.
+    const store = new FsStore(join(outDir, 'store'));
+    const done = { records: 0 };
+    for (const shard of readdirSync(join(outDir, 'store/runs', runId, 'shards')))
+      for (const stage of ['induce', 'filter', 'respond'] as const) {
+        const stats = await store.tryGet(`runs/${runId}/shards/${shard}/${stage}.stats.json`);
+        if (stats) done.records += JSON.parse(stats).calls;
+      }
+    const fixed = new FakeModel();
+
+    const resumed = await runLocal({ resume: runId, outDir, config, registry: fakeRegistry(fixed) });
+
+    const whole = new FakeModel();
+    await runLocal({ input: fixture, outDir: tempDir(), config, registry: fakeRegistry(whole) });
+    expect(resumed).toMatchObject({ runId, pairs: 56, rejects: 6 });
+    expect(fixed.calls.length).toBeGreaterThan(0);
+    expect(fixed.calls.length).toBe(whole.calls.length - done.records);
   });
 
   it('recomputes a rerun into the same folder instead of reusing the earlier outputs', async () => {
