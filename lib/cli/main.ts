@@ -137,6 +137,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     say(`safer-instruct: unknown command "${command}"; try: safer-instruct run --help`);
     return 2;
   }
+  let started: { runId: string; out: string } | undefined;
   try {
     const { values, positionals } = io.parseArgs({
       args: [...rest],
@@ -178,6 +179,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     const cache = values['no-cache']
       ? undefined
       : new CallCache(new FsStore(values['cache-dir'] ?? join(cacheRoot(), 'calls')), '');
+    const print = progressPrinter(say);
     const registry = new ModelRegistry();
     let result: LocalRunResult;
     try {
@@ -196,7 +198,10 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         outDir: values.out,
         config,
         registry,
-        onProgress: progressPrinter(say),
+        onProgress: (event) => {
+          if (event.type === 'split') started = { runId: event.runId, out: values.out as string };
+          print(event);
+        },
       });
     } finally {
       await registry.closeAll();
@@ -218,6 +223,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
     say(`safer-instruct: ${messageOf(error)}`);
     if (usage) say('try: safer-instruct run --help');
+    else if (started) say(`resume with: safer-instruct run --resume ${started.runId} --out ${started.out}`);
     return usage ? 2 : 1;
   }
 }

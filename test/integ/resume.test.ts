@@ -32,27 +32,40 @@ async function cli(...args: string[]) {
 const entriesIn = (dir: string): number =>
   readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.json')).length;
 
+// One endpoint for the file: the CLI's Bedrock client is made once per process, with the first URL.
+let fake: BedrockFake;
+let victim: ChildProcess | undefined;
+let killAt = Number.POSITIVE_INFINITY;
+let denied = false;
+
+beforeAll(async () => {
+  fake = await startBedrockFake({
+    latencyMs: 5,
+    respond: (request) => {
+      // Kill the run from inside the endpoint, while other calls are still in flight.
+      if (victim && fake.answered >= killAt) {
+        victim.kill('SIGKILL');
+        victim = undefined;
+      }
+      if (denied && request.toolChoice?.tool?.name === 'record_preference')
+        return { error: { status: 403, type: 'AccessDeniedException', message: 'no access to this model' } };
+      return preferFakeAnswers(request);
+    },
+  });
+  Object.assign(process.env, ENV, { AWS_ENDPOINT_URL_BEDROCK_RUNTIME: fake.url });
+});
+
+afterAll(async () => {
+  victim?.kill('SIGKILL');
+  await fake?.close();
+});
+
 describe('a run killed at a random point and resumed', () => {
-  let fake: BedrockFake;
-  let victim: ChildProcess | undefined;
-  let killAt = Number.POSITIVE_INFINITY;
   const reference = { out: tempDir(), cache: tempDir(), calls: 0 };
   const killed = { out: tempDir(), cache: tempDir(), answered: 0, entries: 0, runId: '' };
   const resumed = { calls: 0, code: -1, err: '' };
 
   beforeAll(async () => {
-    fake = await startBedrockFake({
-      latencyMs: 5,
-      respond: (request) => {
-        // Kill the run from inside the endpoint, while other calls are still in flight.
-        if (victim && fake.answered >= killAt) {
-          victim.kill('SIGKILL');
-          victim = undefined;
-        }
-        return preferFakeAnswers(request);
-      },
-    });
-    Object.assign(process.env, ENV, { AWS_ENDPOINT_URL_BEDROCK_RUNTIME: fake.url });
     const args = ['--model', MODEL, '--shard-size', '10'];
 
     // An uninterrupted run, for the pairs to match and the number of calls a whole run makes.
@@ -99,11 +112,6 @@ describe('a run killed at a random point and resumed', () => {
     Object.assign(resumed, { code: again.code, err: again.err, calls: fake.requests.length - before });
   }, 180_000);
 
-  afterAll(async () => {
-    victim?.kill('SIGKILL');
-    await fake?.close();
-  });
-
   it('produces the same pairs and rejects as the uninterrupted run', () => {
     expect(resumed.code, resumed.err).toBe(0);
     for (const file of ['pairs.jsonl', 'rejects.jsonl'])
@@ -125,5 +133,23 @@ describe('a run killed at a random point and resumed', () => {
     // An answer on the wire when the process died was paid but never cached: at most one per call slot.
     expect(killed.answered - killed.entries).toBeGreaterThanOrEqual(0);
     expect(killed.answered - killed.entries).toBeLessThanOrEqual(16);
+  });
+});
+
+describe('a run stopped by an unusable model', () => {
+  it('says how to resume, and the resumed run finishes once the model is usable', async () => {
+    denied = true;
+    const out = tempDir();
+    const stopped = await cli('run', fixture, '--out', out, '--model', MODEL, '--shard-size', '20');
+    const hint = /resume with: safer-instruct run --resume (\S+) --out (\S+)/.exec(stopped.err);
+    denied = false;
+
+    const resumed = await cli('run', '--resume', hint?.[1] ?? '', '--out', hint?.[2] ?? '');
+
+    expect(stopped.code, stopped.err).toBe(1);
+    expect(stopped.err).toMatch(/AccessDeniedException/);
+    expect(hint?.[2]).toBe(out);
+    expect(resumed.code, resumed.err).toBe(0);
+    expect(resumed.err).toMatch(/done {6}\d+ pairs, \d+ rejects/);
   });
 });
