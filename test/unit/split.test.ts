@@ -1,11 +1,14 @@
-import { readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { readFileSync, rmSync } from 'node:fs';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { InputError } from '../../lib/pipeline/errors.js';
-import { manifestKey, shardKey, splitRejectsKey } from '../../lib/pipeline/keys.js';
-import { recordIdFor } from '../../lib/pipeline/records.js';
+import { manifestKey, shardKey, splitRejectsKey, splitStatsKey } from '../../lib/pipeline/keys.js';
+import { recordIdFor, runIdFor } from '../../lib/pipeline/records.js';
 import type { InputRecord, Manifest, Reject } from '../../lib/pipeline/schemas.js';
+import { split } from '../../lib/pipeline/stages/split.js';
+import type { FsStore } from '../../lib/pipeline/store/fs-store.js';
 import { fakeDeps, putAndSplit, readJsonl } from '../support/pipeline.js';
 
+const MiB = 1024 * 1024;
 const fixture = readFileSync(new URL('../fixtures/records-60.jsonl', import.meta.url), 'utf8');
 
 describe('split', () => {
@@ -28,7 +31,7 @@ describe('split', () => {
     expect(manifest.shards.reduce((n, s) => n + s.records, 0)).toBe(56);
   });
 
-  it('names a duplicate text after the record it repeats', async () => {
+  it('names a duplicate text after the line of the text it repeats', async () => {
     const { store, deps } = fakeDeps(undefined, { input: { maxTextChars: 2000 } });
 
     const result = await putAndSplit(deps, 'records.jsonl', fixture);
@@ -36,7 +39,7 @@ describe('split', () => {
     const duplicate = (await readJsonl<Reject>(store, splitRejectsKey(result.runId))).find(
       (r) => r.id === 'dup-text',
     );
-    expect(duplicate?.detail).toBe('same text as rec-000');
+    expect(duplicate?.detail).toBe('same text as line 1');
   });
 
   it('gives records without an id a stable id from source and line', async () => {
@@ -110,13 +113,35 @@ describe('split', () => {
     expect(second).toEqual({ runId: first.runId, duplicate: true, shards: [], records: 0 });
   });
 
-  it('lets the same execution split again after a retry', async () => {
+  it('returns the finished split to a retry of the same execution without reading the input again', async () => {
     const { deps } = fakeDeps();
-    const first = await putAndSplit(deps, 'again.jsonl', '{"text":"hello"}\n', 'exec-1');
+    const first = await putAndSplit(deps, 'again.jsonl', '{"text":"hello"}\n{"text":"world"}\n', 'exec-1');
+    const reads = vi.spyOn(deps.store, 'getStream');
 
-    const retried = await putAndSplit(deps, 'again.jsonl', '{"text":"hello"}\n', 'exec-1');
+    const retried = await split(
+      { event: { inputKey: 'incoming/again.jsonl' }, executionId: 'exec-1', config: deps.config },
+      deps,
+    );
 
     expect(retried).toEqual(first);
+    expect(first).toMatchObject({ duplicate: false, shards: ['00000'], records: 2 });
+    expect(reads).not.toHaveBeenCalled();
+  });
+
+  it('splits again when the same execution retries a split that did not finish', async () => {
+    const { store, deps } = fakeDeps();
+    const first = await putAndSplit(deps, 'again.jsonl', '{"text":"hello"}\n', 'exec-1');
+    rmSync(store.pathOf(splitStatsKey(first.runId)));
+    const reads = vi.spyOn(deps.store, 'getStream');
+
+    const retried = await split(
+      { event: { inputKey: 'incoming/again.jsonl' }, executionId: 'exec-1', config: deps.config },
+      deps,
+    );
+
+    expect(retried).toEqual(first);
+    expect(reads).toHaveBeenCalled();
+    expect(await store.tryGet(splitStatsKey(first.runId))).toBeDefined();
   });
 
   it('raises the shard size so a run never has more than maxShards shards', async () => {
@@ -128,16 +153,15 @@ describe('split', () => {
     expect(result.shards).toEqual(['00000', '00001', '00002', '00003']);
   });
 
-  it('rejects text that is not valid UTF-8 or holds NUL bytes', async () => {
+  it('rejects JSONL lines that are not valid UTF-8 or hold NUL bytes, and keeps a real U+FFFD', async () => {
     const { store, deps } = fakeDeps();
     const body = Buffer.concat([
       Buffer.from('{"text":"ok"}\n{"text":"bad '),
       Buffer.from([0xff, 0xfe]),
-      Buffer.from('"}\n{"text":"nul \\u0000 here"}\n'),
+      Buffer.from('"}\n{"text":"nul \\u0000 here"}\n{"text":"raw \0 byte"}\n{"text":"a real \uFFFD"}\n'),
     ]);
     await store.put('incoming/bytes.jsonl', body);
 
-    const { split } = await import('../../lib/pipeline/stages/split.js');
     const result = await split(
       { event: { inputKey: 'incoming/bytes.jsonl' }, executionId: 'e', config: deps.config },
       deps,
@@ -147,7 +171,146 @@ describe('split', () => {
     expect(rejects.map((r) => [r.reason, r.line])).toEqual([
       ['invalid-utf8', 2],
       ['binary-content', 3],
+      ['binary-content', 4],
     ]);
+    const records = await readJsonl<InputRecord>(store, shardKey(result.runId, '00000', 'split'));
+    expect(records.map((r) => [r.text, r.line])).toEqual([
+      ['ok', 1],
+      ['a real \uFFFD', 5],
+    ]);
+  });
+
+  it('reads JSONL with a UTF-8 BOM and CRLF line ends', async () => {
+    const { store, deps } = fakeDeps();
+
+    const result = await putAndSplit(
+      deps,
+      'windows.jsonl',
+      '\uFEFF{"id":"a","text":"one"}\r\n\r\n{"id":"b","text":"two"}\r\n',
+    );
+
+    const records = await readJsonl<InputRecord>(store, shardKey(result.runId, '00000', 'split'));
+    expect(records.map((r) => [r.id, r.text, r.line])).toEqual([
+      ['a', 'one', 1],
+      ['b', 'two', 3],
+    ]);
+  });
+
+  it('rejects a CSV record that is not valid UTF-8 and keeps the rest', async () => {
+    const { store, deps } = fakeDeps();
+    await store.put(
+      'incoming/latin1.csv',
+      Buffer.concat([Buffer.from('id,text\n1,caf'), Buffer.from([0xe9]), Buffer.from('\n2,tea\n')]),
+    );
+
+    const result = await split(
+      { event: { inputKey: 'incoming/latin1.csv' }, executionId: 'e', config: deps.config },
+      deps,
+    );
+
+    const rejects = await readJsonl<Reject>(store, splitRejectsKey(result.runId));
+    expect(rejects.map((r) => [r.id, r.reason, r.line])).toEqual([
+      [recordIdFor('incoming/latin1.csv', 2), 'invalid-utf8', 2],
+    ]);
+    const records = await readJsonl<InputRecord>(store, shardKey(result.runId, '00000', 'split'));
+    expect(records.map((r) => [r.id, r.text])).toEqual([['2', 'tea']]);
+  });
+
+  it('rejects a 100 MB line as line-too-long and keeps the line after it', async () => {
+    const { store, deps } = fakeDeps();
+    onTestFinished(() => rmSync(store.root, { recursive: true, force: true }));
+    const megabyte = 'a'.repeat(MiB);
+    await store.putStream(
+      'incoming/long.jsonl',
+      (async function* () {
+        yield '{"text":"before"}\n{"text":"';
+        for (let i = 0; i < 100; i++) yield megabyte;
+        yield '"}\n{"text":"after"}\n';
+      })(),
+    );
+
+    const result = await split(
+      { event: { inputKey: 'incoming/long.jsonl' }, executionId: 'e', config: deps.config },
+      deps,
+    );
+
+    const rejects = await readJsonl<Reject>(store, splitRejectsKey(result.runId));
+    expect(rejects.map((r) => [r.reason, r.line, r.detail])).toEqual([
+      ['line-too-long', 2, `${100 * MiB + 11} bytes, limit ${MiB}`],
+    ]);
+    const records = await readJsonl<InputRecord>(store, shardKey(result.runId, '00000', 'split'));
+    expect(records.map((r) => [r.text, r.line])).toEqual([
+      ['before', 1],
+      ['after', 3],
+    ]);
+    expect(result.records).toBe(3);
+  });
+});
+
+describe('split of an input it cannot read', () => {
+  /** The run id split gives an input stored under `key`. */
+  const runIdOf = async (store: FsStore, key: string) => runIdFor(key, (await store.head(key))?.etag ?? null);
+
+  it('fails with an InputError naming an empty input', async () => {
+    const { deps } = fakeDeps();
+
+    const act = putAndSplit(deps, 'empty.jsonl', '');
+
+    await expect(act).rejects.toThrow(InputError);
+    await expect(act).rejects.toThrow(
+      /^incoming\/empty\.jsonl: the input is empty; expected JSON Lines or CSV/,
+    );
+  });
+
+  it('fails with an InputError naming a binary input', async () => {
+    const { store, deps } = fakeDeps();
+    const png = Buffer.from([
+      0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    ]);
+    await store.put('incoming/posts.jsonl', png);
+
+    const act = split(
+      { event: { inputKey: 'incoming/posts.jsonl' }, executionId: 'e', config: deps.config },
+      deps,
+    );
+
+    await expect(act).rejects.toThrow(InputError);
+    await expect(act).rejects.toThrow(/^incoming\/posts\.jsonl: the input looks like a PNG image, not text/);
+  });
+
+  it('fails with an InputError when a CSV holds a header and no rows, leaving no rejects object', async () => {
+    const { store, deps } = fakeDeps();
+
+    const act = putAndSplit(deps, 'header.csv', 'id,text\r\n');
+
+    await expect(act).rejects.toThrow(InputError);
+    await expect(act).rejects.toThrow(/^incoming\/header\.csv: the input holds no records/);
+    const runId = await runIdOf(store, 'incoming/header.csv');
+    expect(await store.tryGet(splitRejectsKey(runId))).toBeUndefined();
+  });
+
+  it('fails with an InputError when a JSONL input longer than 64 KB holds only blank lines', async () => {
+    const { deps } = fakeDeps();
+
+    const act = putAndSplit(deps, 'blank.jsonl', '\n'.repeat(70_000));
+
+    await expect(act).rejects.toThrow(/^incoming\/blank\.jsonl: the input holds no records/);
+  });
+
+  it('fails with the InputError of a CSV record too long to read and leaves no rejects object', async () => {
+    const { store, deps } = fakeDeps(undefined, { input: { maxLineBytes: 1024 } });
+    // Enough rejects before the long record that some were already streamed towards the store.
+    const empties = Array.from({ length: 2000 }, (_, i) => `${i},`).join('\n');
+    const body = `id,text\n${empties}\nlong,${'x'.repeat(2000)}\nlast,text\n`;
+
+    const act = putAndSplit(deps, 'long.csv', body);
+
+    await expect(act).rejects.toThrow(InputError);
+    await expect(act).rejects.toThrow(
+      /^incoming\/long\.csv: the CSV record at line 2002 is longer than 1024 bytes/,
+    );
+    const runId = await runIdOf(store, 'incoming/long.csv');
+    expect(await store.tryGet(splitRejectsKey(runId))).toBeUndefined();
   });
 });
 
@@ -160,7 +323,6 @@ describe('split started by an S3 event', () => {
   it('starts no second run for a redelivered event but a new run for a new upload', async () => {
     const { deps } = fakeDeps();
     await deps.store.put('incoming/a.jsonl', '{"text":"hello"}\n');
-    const { split } = await import('../../lib/pipeline/stages/split.js');
 
     const first = await split(
       { event: event('incoming/a.jsonl', '01'), executionId: 'x1', config: deps.config },
@@ -184,7 +346,6 @@ describe('split started by an S3 event', () => {
   it('finds an input whose key arrives URL-encoded', async () => {
     const { deps } = fakeDeps();
     await deps.store.put('incoming/my posts (1).jsonl', '{"text":"hello"}\n');
-    const { split } = await import('../../lib/pipeline/stages/split.js');
 
     const result = await split(
       { event: event('incoming/my+posts+%281%29.jsonl', '01'), executionId: 'x1', config: deps.config },

@@ -1,7 +1,8 @@
+import { createHash } from 'node:crypto';
 import { type PipelineConfig, parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
 import { InputError } from '../errors.js';
-import { countLines, delimiterOf, formatOf, type RawRow, readCsv, readJsonl } from '../input.js';
+import { countLines, delimiterOf, formatOf, type RawRow, readCsv, readJsonl, sniffInput } from '../input.js';
 import {
   configKey,
   manifestKey,
@@ -13,7 +14,7 @@ import {
 } from '../keys.js';
 import { emptyStats } from '../ledger.js';
 import { dedupKey, normalizeText, recordIdFor, runIdFor } from '../records.js';
-import type { InputRecord, Manifest, Reject, SplitInput, SplitResult } from '../schemas.js';
+import { type InputRecord, Manifest, type Reject, type SplitInput, type SplitResult } from '../schemas.js';
 import { toJsonl } from '../store/store.js';
 
 /** Where the run's input is, from an S3 event or a direct start. */
@@ -38,13 +39,15 @@ async function resolveKey(store: StageDeps['store'], key: string) {
 
 type Validated = { record: InputRecord } | { reject: Omit<Reject, 'stage'> };
 
+/** A field as an id or category: strings and numbers, trimmed; anything else is no value. */
+const scalar = (v: unknown) => (typeof v === 'string' || typeof v === 'number' ? String(v).trim() : '');
+
 /** Turns one raw row into an input record, or a reject saying why not. */
 function validateRow(row: RawRow, source: string, config: PipelineConfig): Validated {
-  const id = recordIdFor(source, row.line);
-  if ('error' in row) return { reject: { id, ...row.error, source, line: row.line } };
+  if ('error' in row)
+    return { reject: { id: recordIdFor(source, row.line), ...row.error, source, line: row.line } };
   const { textField, idField, categoryField, maxTextChars } = config.input;
   const { [textField]: rawText, [idField]: rawId, [categoryField]: rawCategory, ...rest } = row.fields;
-  const scalar = (v: unknown) => (typeof v === 'string' || typeof v === 'number' ? String(v).trim() : '');
   const givenId = scalar(rawId);
   // A field that cannot serve as id or category is kept as metadata rather than dropped.
   const meta = {
@@ -52,26 +55,201 @@ function validateRow(row: RawRow, source: string, config: PipelineConfig): Valid
     ...(rawId !== undefined && !givenId ? { [idField]: rawId } : {}),
     ...(rawCategory !== undefined && !scalar(rawCategory) ? { [categoryField]: rawCategory } : {}),
   };
-  const recordId = givenId || id;
-  const reject = (reason: string, detail: string): Validated => ({
-    reject: { id: recordId, reason, detail, source, line: row.line },
-  });
-  if (rawText === undefined || rawText === null) return reject('missing-text', `no "${textField}" field`);
-  if (typeof rawText !== 'string')
-    return reject('missing-text', `"${textField}" is a ${typeof rawText}, not text`);
-  const text = normalizeText(rawText);
-  if (text === '') return reject('empty-text', `"${textField}" is empty`);
-  if (text.length > maxTextChars)
-    return reject('text-too-long', `${text.length} characters, limit ${maxTextChars}`);
-  if (text.includes('\uFFFD')) return reject('invalid-utf8', 'the text holds bytes that are not valid UTF-8');
-  if (text.includes('\0')) return reject('binary-content', 'the text holds NUL bytes');
+  const recordId = givenId || recordIdFor(source, row.line);
+  const checked = checkText(rawText, textField, maxTextChars);
+  if (!('text' in checked)) return { reject: { id: recordId, ...checked, source, line: row.line } };
+  const { text } = checked;
   const category = scalar(rawCategory) || null;
   return { record: { id: recordId, text, category, source, line: row.line, meta, trace: {} } };
 }
 
+/** The normalized text of a row, or why it has none that split can keep. */
+function checkText(
+  rawText: unknown,
+  textField: string,
+  maxTextChars: number,
+): { text: string } | { reason: string; detail: string } {
+  if (rawText === undefined || rawText === null)
+    return { reason: 'missing-text', detail: `no "${textField}" field` };
+  if (typeof rawText !== 'string')
+    return { reason: 'missing-text', detail: `"${textField}" is a ${typeof rawText}, not text` };
+  const text = normalizeText(rawText);
+  if (text === '') return { reason: 'empty-text', detail: `"${textField}" is empty` };
+  if (text.length > maxTextChars)
+    return { reason: 'text-too-long', detail: `${text.length} characters, limit ${maxTextChars}` };
+  // Bytes that are not UTF-8 never get this far (the readers reject them); a NUL can, as a JSON escape.
+  if (text.includes('\0')) return { reason: 'binary-content', detail: 'the text holds NUL bytes' };
+  return { text };
+}
+
+/**
+ * Twelve-byte (96-bit) digests, each with a small number, in one typed array: split keeps one per input
+ * line, and a million of them take 32 MB and nothing for the garbage collector to trace, where a Map of
+ * short strings takes several times that. At 96 bits, a billion lines collide with odds near 1e-11.
+ */
+class DigestTable {
+  /** Four words a slot: the digest's three, then the value plus one (zero marks an empty slot). */
+  #slots: Uint32Array;
+  #size = 0;
+
+  /** Room for `expected` digests before the first growth; it grows as needed past that. */
+  constructor(expected: number) {
+    let slots = 1024;
+    while (slots * 3 < expected * 4) slots *= 2;
+    this.#slots = new Uint32Array(slots * 4);
+  }
+
+  /**
+   * Stores `value` (a whole number below 2^32 - 1) under the digest unless a value is there already.
+   * Returns the value found, or undefined when this call stored its own.
+   */
+  claim(digest: Buffer, value = 0): number | undefined {
+    return this.#claim(digest.readUInt32LE(0), digest.readUInt32LE(4), digest.readUInt32LE(8), value);
+  }
+
+  #claim(a: number, b: number, c: number, value: number): number | undefined {
+    const slots = this.#slots;
+    const mask = slots.length / 4 - 1;
+    // The digest is uniformly random already, so its first word serves as the hash.
+    for (let slot = a & mask; ; slot = (slot + 1) & mask) {
+      const at = slot * 4;
+      const stored = slots[at + 3] as number;
+      if (stored === 0) {
+        slots[at] = a;
+        slots[at + 1] = b;
+        slots[at + 2] = c;
+        slots[at + 3] = value + 1;
+        // Linear probing stays short while at most three slots in four are taken.
+        if (++this.#size * 4 > (mask + 1) * 3) this.#grow();
+        return undefined;
+      }
+      if (slots[at] === a && slots[at + 1] === b && slots[at + 2] === c) return stored - 1;
+    }
+  }
+
+  #grow(): void {
+    const old = this.#slots;
+    this.#slots = new Uint32Array(old.length * 2);
+    this.#size = 0;
+    for (let at = 0; at < old.length; at += 4) {
+      const stored = old[at + 3] as number;
+      if (stored !== 0)
+        this.#claim(old[at] as number, old[at + 1] as number, old[at + 2] as number, stored - 1);
+    }
+  }
+}
+
+const idDigest = (id: string): Buffer => createHash('sha256').update(id).digest();
+
+/** The text's dedup key as bytes: `dedupKey` is the one definition of texts that count as the same. */
+const textDigest = (text: string): Buffer => Buffer.from(dedupKey(text), 'hex');
+
+/** The split of an earlier attempt of this execution, when it finished: its stats are written last. */
+async function finishedSplit(store: StageDeps['store'], runId: string): Promise<SplitResult | undefined> {
+  if ((await store.tryGet(splitStatsKey(runId))) === undefined) return undefined;
+  const manifest = Manifest.parse(JSON.parse(await store.get(manifestKey(runId))));
+  return { runId, duplicate: false, shards: manifest.shards.map((s) => s.shard), records: manifest.records };
+}
+
+/** What one pass over the rows counted. */
+interface Tally {
+  records: number;
+  rejected: number;
+  readonly shards: Manifest['shards'];
+}
+
+/**
+ * Validates each row, drops duplicate ids and texts, writes full shards as it goes and yields the
+ * rejects, so neither records nor rejects pile up in memory. An input without a single row is an
+ * InputError.
+ */
+async function* sortRows(
+  rows: AsyncIterable<RawRow>,
+  context: {
+    readonly key: string;
+    readonly runId: string;
+    readonly config: PipelineConfig;
+    readonly shardSize: number;
+    readonly lines: number;
+    readonly store: StageDeps['store'];
+  },
+  tally: Tally,
+): AsyncGenerator<Reject> {
+  const { key, runId, config, shardSize, lines, store } = context;
+  // Sized from the line count up front, but not so far that a file of blank lines could claim gigabytes.
+  const expected = Math.min(lines, 1 << 20);
+  const seenIds = new DigestTable(expected);
+  const seenTexts = new DigestTable(expected);
+  let buffer: InputRecord[] = [];
+  const flush = async () => {
+    if (buffer.length === 0) return;
+    const shard = shardId(tally.shards.length);
+    await store.put(shardKey(runId, shard, 'split'), toJsonl(buffer), { intermediate: true });
+    tally.shards.push({ shard, records: buffer.length });
+    buffer = [];
+  };
+
+  // Every row's id is claimed, rejects' too: a later row reusing it gets an id from its own line.
+  const claimId = (id: string, line: number) => {
+    if (seenIds.claim(idDigest(id)) === undefined) return id;
+    let own = recordIdFor(key, line);
+    while (seenIds.claim(idDigest(own)) !== undefined) own = `${own}~`;
+    return own;
+  };
+  for await (const row of rows) {
+    tally.records++;
+    const result = validateRow(row, key, config);
+    if ('reject' in result) {
+      const id = claimId(result.reject.id, row.line);
+      const detail =
+        id === result.reject.id
+          ? result.reject.detail
+          : `${result.reject.detail} (id "${result.reject.id}" was taken)`;
+      tally.rejected++;
+      yield { ...result.reject, id, detail, stage: 'split' };
+      continue;
+    }
+    const { record } = result;
+    const id = claimId(record.id, record.line);
+    if (id !== record.id) {
+      tally.rejected++;
+      yield { ...splitReject(record, 'duplicate-id', `id "${record.id}" appeared earlier`), id };
+      continue;
+    }
+    const first = seenTexts.claim(textDigest(record.text), record.line);
+    if (first !== undefined) {
+      tally.rejected++;
+      yield splitReject(record, 'duplicate-text', `same text as line ${first}`);
+      continue;
+    }
+    buffer.push(record);
+    if (buffer.length >= shardSize) await flush();
+  }
+  await flush();
+  if (tally.records === 0)
+    throw new InputError(
+      `${key}: the input holds no records; expected JSON Lines or CSV with a header and at least one row`,
+    );
+}
+
+/** JSON Lines in strings of about `size` characters: few writes, and never all of them at once. */
+async function* jsonlBatches(rows: AsyncIterable<unknown>, size = 64 * 1024): AsyncGenerator<string> {
+  let batch = '';
+  for await (const row of rows) {
+    batch += `${JSON.stringify(row)}\n`;
+    if (batch.length >= size) {
+      yield batch;
+      batch = '';
+    }
+  }
+  if (batch) yield batch;
+}
+
 /**
  * The first stage: claims the run (once per input object version), validates and normalizes each
- * record, drops exact duplicates, and writes shards, rejects and a manifest.
+ * record, drops exact duplicates, and writes shards, rejects and a manifest. Reading streams, so
+ * memory stays bounded whatever the input's size; a retry of an execution whose split finished returns
+ * what it wrote without reading the input again.
  */
 export async function split(input: SplitInput, deps: StageDeps): Promise<SplitResult> {
   const started = Date.now();
@@ -92,69 +270,39 @@ export async function split(input: SplitInput, deps: StageDeps): Promise<SplitRe
     const ownerId =
       owner === undefined ? undefined : (JSON.parse(owner) as { executionId?: string }).executionId;
     if (ownerId !== input.executionId) return { runId, duplicate: true, shards: [], records: 0 };
+    const finished = await finishedSplit(store, runId);
+    if (finished) return finished;
   }
   await store.put(configKey(runId), JSON.stringify(config, null, 2));
 
+  const { textField, maxLineBytes } = config.input;
+  await sniffInput(await store.getStream(key), key);
   const lines = await countLines(await store.getStream(key));
   const shardSize = Math.max(config.shardSize, Math.ceil(lines / config.maxShards));
-  const format = formatOf(key, config.input.format);
   const stream = await store.getStream(key);
   const rows =
-    format === 'csv' ? readCsv(stream, key, config.input.textField, delimiterOf(key)) : readJsonl(stream);
+    formatOf(key, config.input.format) === 'csv'
+      ? readCsv(stream, key, textField, { delimiter: delimiterOf(key), maxLineBytes })
+      : readJsonl(stream, { maxLineBytes });
 
-  const seenIds = new Set<string>();
-  const seenTexts = new Map<string, string>();
-  const rejects: Reject[] = [];
-  const shards: Manifest['shards'] = [];
-  let buffer: InputRecord[] = [];
-  let records = 0;
-  const flush = async () => {
-    if (buffer.length === 0) return;
-    const shard = shardId(shards.length);
-    await store.put(shardKey(runId, shard, 'split'), toJsonl(buffer), { intermediate: true });
-    shards.push({ shard, records: buffer.length });
-    buffer = [];
-  };
-
-  // Every row's id is claimed, rejects' too: a later row reusing it gets an id from its own line.
-  const claimId = (id: string, line: number) => {
-    let own = id;
-    if (seenIds.has(own)) own = recordIdFor(key, line);
-    while (seenIds.has(own)) own = `${own}~`;
-    seenIds.add(own);
-    return own;
-  };
-  for await (const row of rows) {
-    records++;
-    const result = validateRow(row, key, config);
-    if ('reject' in result) {
-      const id = claimId(result.reject.id, row.line);
-      const detail =
-        id === result.reject.id
-          ? result.reject.detail
-          : `${result.reject.detail} (id "${result.reject.id}" was taken)`;
-      rejects.push({ ...result.reject, id, detail, stage: 'split' });
-      continue;
+  const tally: Tally = { records: 0, rejected: 0, shards: [] };
+  // A store may wrap what the body threw; the stage must fail with the reader's own error.
+  let failure: unknown;
+  async function* rejects() {
+    try {
+      yield* jsonlBatches(sortRows(rows, { key, runId, config, shardSize, lines, store }, tally));
+    } catch (error) {
+      failure = error;
+      throw error;
     }
-    const { record } = result;
-    const id = claimId(record.id, record.line);
-    if (id !== record.id) {
-      rejects.push({ ...splitReject(record, 'duplicate-id', `id "${record.id}" appeared earlier`), id });
-      continue;
-    }
-    const textKey = dedupKey(record.text);
-    const first = seenTexts.get(textKey);
-    if (first !== undefined) {
-      rejects.push(splitReject(record, 'duplicate-text', `same text as ${first}`));
-      continue;
-    }
-    seenTexts.set(textKey, record.id);
-    buffer.push(record);
-    if (buffer.length >= shardSize) await flush();
   }
-  await flush();
+  try {
+    await store.putStream(splitRejectsKey(runId), rejects());
+  } catch (error) {
+    throw failure ?? error;
+  }
 
-  const kept = shards.reduce((n, s) => n + s.records, 0);
+  const { records, rejected, shards } = tally;
   const manifest: Manifest = {
     runId,
     executionId: input.executionId,
@@ -163,17 +311,17 @@ export async function split(input: SplitInput, deps: StageDeps): Promise<SplitRe
     startedAt: (deps.now?.() ?? new Date()).toISOString(),
     shards,
     records,
-    rejected: rejects.length,
+    rejected,
   };
-  await store.put(splitRejectsKey(runId), toJsonl(rejects));
   await store.put(manifestKey(runId), JSON.stringify(manifest, null, 2));
   const stats = {
     ...emptyStats(),
     in: records,
-    out: kept,
-    rejected: rejects.length,
+    out: shards.reduce((n, s) => n + s.records, 0),
+    rejected,
     ms: Date.now() - started,
   };
+  // Written last: its presence tells a retry that this split finished.
   await store.put(splitStatsKey(runId), JSON.stringify(stats));
   return { runId, duplicate: false, shards: shards.map((s) => s.shard), records };
 }
