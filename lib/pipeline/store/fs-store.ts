@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -50,7 +50,7 @@ export class FsStore implements Store {
     await mkdir(dirname(path), { recursive: true });
     // Write beside, then rename: a crash never leaves a half-written object under the key.
     const temp = `${path}.${randomUUID()}.tmp`;
-    await writeFile(temp, body);
+    await writeAside(temp, () => writeFile(temp, body));
     await rename(temp, path);
   }
 
@@ -58,7 +58,7 @@ export class FsStore implements Store {
     const path = this.pathOf(key);
     await mkdir(dirname(path), { recursive: true });
     const temp = `${path}.${randomUUID()}.tmp`;
-    await pipeline(Readable.from(body), createWriteStream(temp));
+    await writeAside(temp, () => pipeline(Readable.from(body), createWriteStream(temp)));
     await rename(temp, path);
   }
 
@@ -89,5 +89,15 @@ export class FsStore implements Store {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw error;
     }
+  }
+}
+
+/** Writes a temporary file; a write that fails (a full disk, a body that throws) leaves nothing behind. */
+async function writeAside(temp: string, write: () => Promise<void>): Promise<void> {
+  try {
+    await write();
+  } catch (error) {
+    await rm(temp, { force: true });
+    throw error;
   }
 }
