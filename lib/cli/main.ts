@@ -117,7 +117,10 @@ function progressPrinter(write: (line: string) => void) {
         `${event.stage.padEnd(9)} shard ${d.shards}/${shards} done, ${d.kept} kept so far (${event.ms} ms)`,
       );
     } else
-      write(`${event.stage.padEnd(9)} shard ${event.shard} failed: ${event.error} (retried or recorded)`);
+      write(
+        `${event.stage.padEnd(9)} shard ${event.shard} failed: ${event.error}: ${event.message.slice(0, 200)} ` +
+          '(retried or recorded)',
+      );
   };
 }
 

@@ -30,7 +30,15 @@ export type ProgressEvent =
       readonly records: number;
       readonly ms: number;
     }
-  | { readonly type: 'stage-error'; readonly stage: string; readonly shard: string; readonly error: string };
+  | {
+      readonly type: 'stage-error';
+      readonly stage: string;
+      readonly shard: string;
+      /** The error's name, as Step Functions matches it in Retry and Catch. */
+      readonly error: string;
+      /** The first line of its message. */
+      readonly message: string;
+    };
 
 /** A local run of one input file, or the resumption of an earlier run in the same `outDir`. */
 export interface LocalRunOptions {
@@ -158,7 +166,8 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
       // These fail the execution; its error then says only the name, so keep the message to report.
       if (name === 'ModelConfigError' || fn.stage === 'split' || fn.stage === 'merge')
         fatal ??= error as Error;
-      progress({ type: 'stage-error', stage: fn.stage, shard, error: name });
+      const message = String((error as Error).message ?? error).split('\n')[0] ?? '';
+      progress({ type: 'stage-error', stage: fn.stage, shard, error: name, message });
       throw error;
     }
   };

@@ -212,6 +212,23 @@ describe('BedrockModelClient', () => {
     expect(error).toBeInstanceOf(ModelConfigError);
   });
 
+  it('surfaces a missing region or missing credentials as ModelConfigError saying what to set', async () => {
+    // Prepare
+    const noCredentials = Object.assign(new Error('Could not load credentials from any providers'), {
+      name: 'CredentialsProviderError',
+    });
+    mock.on(ConverseCommand).rejectsOnce(new Error('Region is missing')).rejectsOnce(noCredentials);
+
+    // Act
+    const first = await model.generate(generateRequest).catch((e: unknown) => e);
+    const second = await model.generate(generateRequest).catch((e: unknown) => e);
+
+    // Assess
+    expect(first).toBeInstanceOf(ModelConfigError);
+    expect(second).toBeInstanceOf(ModelConfigError);
+    expect((first as Error).message).toMatch(/Region is missing .*AWS_REGION/);
+  });
+
   it('treats a ValidationException about the model identifier as ModelConfigError, others as ModelRequestError', async () => {
     // Prepare
     const badModel = new ValidationException({

@@ -202,6 +202,12 @@ function mapBedrockError(error: unknown, modelId: string): unknown {
   const status = e.$metadata?.httpStatusCode;
   const message = `bedrock ${modelId}: ${name}: ${e.message}`;
   const options = { cause: error };
+  // The SDK's own setup errors: no call can succeed until the environment is fixed.
+  if (name === 'CredentialsProviderError' || /^Region is missing/.test(e.message))
+    return new ModelConfigError(
+      `${message} (Bedrock needs AWS credentials and a region: AWS_PROFILE or AWS_ACCESS_KEY_ID, and AWS_REGION)`,
+      options,
+    );
   if (THROTTLED.has(name) || status === 429) return new ModelThrottledError(message, options);
   if (
     TRANSIENT.has(name) ||
