@@ -130,7 +130,10 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
   const progress = options.onProgress ?? (() => {});
   let fatal: Error | undefined;
   const inFlight = new Set<Promise<unknown>>();
+  let ended = false;
   const invoke = (request: unknown) => {
+    // As in AWS, a failed execution starts no more tasks; those already running finish.
+    if (ended) return Promise.reject(new LocalEngineError('the execution has already failed'));
     const call = dispatch(request);
     inFlight.add(call);
     call.then(
@@ -196,6 +199,7 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
     },
   });
   return (await execution.result.catch(async (error: unknown) => {
+    ended = true;
     // A failed execution leaves other Map iterations running here; let them end, so that a resume
     // (or the caller) never races their writes.
     while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
