@@ -145,6 +145,29 @@ describe('model stages with a call cache', () => {
     ).toHaveLength(0);
   });
 
+  it('wait for the calls in flight when one fails the shard, so the retry pays for none of them again', async () => {
+    const cache = new CallCache(new FsStore(tempDir()));
+    const setup = fakeDeps(new FakeModel(), { callConcurrency: 3 });
+    const { runId } = await putAndSplit(setup.deps, 'texts.jsonl', body);
+    const task = { runId, shard: '00000' };
+    const flaky = new FakeModel('bedrock:fake', {
+      generate: async (req) => {
+        if (req.prompt.includes('vermin')) throw new ModelTransientError('503 from the endpoint');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        return 'Write a post.';
+      },
+    });
+    await expect(induce(task, { ...setup.deps, cache, models: { get: async () => flaky } })).rejects.toThrow(
+      ModelTransientError,
+    );
+    const retryModel = new FakeModel();
+
+    await induce(task, { ...setup.deps, cache, models: { get: async () => retryModel } });
+
+    expect(retryModel.calls.map((c) => c.request.prompt).filter((p) => p.includes('vermin'))).toHaveLength(1);
+    expect(retryModel.calls).toHaveLength(1);
+  });
+
   it('have cached each answer before a later call failed the shard, so the retry pays only for the rest', async () => {
     const cache = new CallCache(new FsStore(tempDir()));
     const setup = fakeDeps(new FakeModel(), { callConcurrency: 1 });

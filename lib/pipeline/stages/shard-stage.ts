@@ -46,24 +46,25 @@ interface ShardStageSpec<I extends { id: string; source: string; line: number },
 
 /**
  * Runs `fn` over items with at most `limit` in flight, keeping the input order. After the first
- * failure no new item starts: the shard will be retried, and calls made now would be paid twice.
+ * failure no new item starts, and the calls already in flight are waited for, so their answers reach
+ * the cache before the shard fails: its retry must not pay for them again. Rethrows the first failure.
  */
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const results = new Array<R>(items.length);
   let next = 0;
-  let failed = false;
+  let failure: { error: unknown } | undefined;
   const worker = async () => {
-    while (next < items.length && !failed) {
+    while (next < items.length && !failure) {
       const i = next++;
       try {
         results[i] = await fn(items[i] as T);
       } catch (error) {
-        failed = true;
-        throw error;
+        failure ??= { error };
       }
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure) throw failure.error;
   return results;
 }
 
