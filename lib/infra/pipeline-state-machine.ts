@@ -51,6 +51,14 @@ export class PipelineStateMachine extends Construct {
     super(scope, id);
     const { functions } = props;
 
+    // Split and merge redo their work whole when retried, so a store hiccup or a timeout is retried.
+    const storeRetry = {
+      errors: ['StoreTransientError', 'Sandbox.Timedout'],
+      interval: Duration.seconds(2),
+      backoffRate: 2,
+      maxAttempts: 4,
+      jitterStrategy: JitterType.FULL,
+    };
     const split = new LambdaInvoke(this, 'Split', {
       lambdaFunction: functions.split,
       payload: TaskInput.fromObject({
@@ -62,7 +70,7 @@ export class PipelineStateMachine extends Construct {
       }),
       outputPath: '$.Payload',
       taskTimeout: Timeout.duration(TASK_TIMEOUT),
-    });
+    }).addRetry(storeRetry);
 
     const shardFailed = new Pass(this, 'ShardFailed', {
       parameters: {
@@ -98,6 +106,7 @@ export class PipelineStateMachine extends Construct {
           // Sandbox.Timedout is how Step Functions reports a Lambda that ran out of time.
           errors: [
             'ModelTransientError',
+            'StoreTransientError',
             'Lambda.TooManyRequestsException',
             'States.Timeout',
             'Sandbox.Timedout',
@@ -133,7 +142,7 @@ export class PipelineStateMachine extends Construct {
       }),
       outputPath: '$.Payload',
       taskTimeout: Timeout.duration(TASK_TIMEOUT),
-    });
+    }).addRetry(storeRetry);
 
     const duplicate = new Choice(this, 'DuplicateEvent', { stateName: 'DuplicateEvent?' })
       .when(Condition.booleanEquals('$.duplicate', true), new Succeed(this, 'AlreadyStarted'))

@@ -67,6 +67,11 @@ export class LocalEngineError extends Error {
   override name = 'LocalEngineError';
 }
 
+/** The store failed in a way that may pass (a 5xx, SlowDown, a dropped connection); retry the task. */
+export class StoreTransientError extends Error {
+  override name = 'StoreTransientError';
+}
+
 /** A key the pipeline needs is absent from the store. */
 export class StoreKeyMissingError extends Error {
   override name = 'StoreKeyMissingError';

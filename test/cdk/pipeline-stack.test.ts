@@ -445,6 +445,29 @@ describe('PipelineStack state machine', () => {
     expect(shards).not.toHaveProperty('ItemReader');
   });
 
+  it('retries Split and Merge after a store failure or a timeout, as both redo their work whole', () => {
+    // Prepare
+    const { resources } = mixed();
+
+    // Act
+    const states = statesOf(resources).definition.States;
+
+    // Assess
+    for (const name of ['Split', 'Merge']) {
+      expect((states[name] as State).Retry).toEqual(
+        expect.arrayContaining([
+          {
+            ErrorEquals: ['StoreTransientError', 'Sandbox.Timedout'],
+            IntervalSeconds: 2,
+            BackoffRate: 2,
+            MaxAttempts: 4,
+            JitterStrategy: 'FULL',
+          },
+        ]),
+      );
+    }
+  });
+
   it('retries each model task on throttling with full jitter, then catches any error into ShardFailed', () => {
     // Prepare
     const { resources } = mixed();
@@ -471,6 +494,7 @@ describe('PipelineStack state machine', () => {
           {
             ErrorEquals: [
               'ModelTransientError',
+              'StoreTransientError',
               'Lambda.TooManyRequestsException',
               'States.Timeout',
               'Sandbox.Timedout',

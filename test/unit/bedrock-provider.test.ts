@@ -197,6 +197,23 @@ describe('BedrockModelClient', () => {
     expect(second).toBeInstanceOf(ModelTransientError);
   });
 
+  it('surfaces a DNS failure and an error caused by a connection reset as ModelTransientError', async () => {
+    // Prepare
+    const dns = Object.assign(new Error('getaddrinfo ENOTFOUND bedrock-runtime'), { code: 'ENOTFOUND' });
+    const wrapped = new Error('request failed', {
+      cause: Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }),
+    });
+    mock.on(ConverseCommand).rejectsOnce(dns).rejectsOnce(wrapped);
+
+    // Act
+    const first = await model.generate(generateRequest).catch((e: unknown) => e);
+    const second = await model.generate(generateRequest).catch((e: unknown) => e);
+
+    // Assess
+    expect(first).toBeInstanceOf(ModelTransientError);
+    expect(second).toBeInstanceOf(ModelTransientError);
+  });
+
   it('surfaces AccessDeniedException as ModelConfigError', async () => {
     // Prepare
     mock

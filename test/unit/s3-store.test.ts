@@ -35,6 +35,37 @@ describe('S3Store', () => {
     });
   });
 
+  it('names a 503 SlowDown and a dropped connection StoreTransientError for the Retry, and leaves a 403 as it is', async () => {
+    const slowDown = new S3ServiceException({
+      name: 'SlowDown',
+      $fault: 'server',
+      $metadata: { httpStatusCode: 503 },
+      message: 'Please reduce your request rate.',
+    });
+    const reset = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+    s3.on(PutObjectCommand).rejectsOnce(slowDown).rejectsOnce(failure('AccessDenied', 403));
+    s3.on(GetObjectCommand).rejects(reset);
+
+    const errors = await Promise.all([
+      store()
+        .put('cache/calls/ab/x.json', '{}')
+        .catch((e: unknown) => e),
+      store()
+        .put('cache/calls/ab/x.json', '{}')
+        .catch((e: unknown) => e),
+      store()
+        .tryGet('runs/r/manifest.json')
+        .catch((e: unknown) => e),
+    ]);
+
+    expect(errors.map((e) => (e as Error).name)).toEqual([
+      'StoreTransientError',
+      'AccessDenied',
+      'StoreTransientError',
+    ]);
+    expect((errors[0] as Error).message).toMatch(/^s3:\/\/runs-bucket\/cache\/calls\/ab\/x\.json: SlowDown/);
+  });
+
   it('tags intermediate objects for the lifecycle rule', async () => {
     s3.on(PutObjectCommand).resolves({});
 

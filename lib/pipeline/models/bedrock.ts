@@ -14,6 +14,7 @@ import {
   ModelThrottledError,
   ModelTransientError,
 } from '../errors.js';
+import { sdkErrorKind } from '../sdk-errors.js';
 import {
   checkAnswer,
   type GenerateRequest,
@@ -208,9 +209,12 @@ function mapBedrockError(error: unknown, modelId: string): unknown {
       `${message} (Bedrock needs AWS credentials and a region: AWS_PROFILE or AWS_ACCESS_KEY_ID, and AWS_REGION)`,
       options,
     );
-  if (THROTTLED.has(name) || status === 429) return new ModelThrottledError(message, options);
+  const kind = sdkErrorKind(error);
+  if (THROTTLED.has(name) || status === 429 || kind === 'throttling')
+    return new ModelThrottledError(message, options);
   if (
     TRANSIENT.has(name) ||
+    kind === 'transient' ||
     (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) ||
     NETWORK_CODES.has(name) ||
     (status !== undefined && status >= 500)
