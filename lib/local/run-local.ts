@@ -1,11 +1,7 @@
 import './polyfill.js';
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { StateMachine } from 'aws-local-stepfunctions';
-import { z } from 'zod';
 import { type PipelineConfig, parseConfig } from '../pipeline/config.js';
 import type { StageDeps } from '../pipeline/deps.js';
 import { InputError, LocalEngineError } from '../pipeline/errors.js';
@@ -14,7 +10,7 @@ import type { CallCache } from '../pipeline/models/call-cache.js';
 import { GovernorPool } from '../pipeline/models/governor-pool.js';
 import { ModelRegistry } from '../pipeline/models/registry.js';
 import { runIdFor } from '../pipeline/records.js';
-import { MergeResult, SplitResult } from '../pipeline/schemas.js';
+import { MergeResult, RunMarker, SplitResult } from '../pipeline/schemas.js';
 import { FsStore } from '../pipeline/store/fs-store.js';
 import { LOCAL_ENV } from './definition.js';
 import { STAGE_HANDLERS } from './handlers.js';
@@ -82,12 +78,6 @@ function lambdaTaskStates(states: Json, into: string[] = []): string[] {
   }
   return into;
 }
-
-const sha256OfFile = async (path: string) => {
-  const hash = createHash('sha256');
-  await pipeline(createReadStream(path), hash);
-  return hash.digest('hex');
-};
 
 /** What an execution of the synthesized definition needs locally. */
 export interface LocalExecutionOptions {
@@ -207,9 +197,6 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
   })) as Json;
 }
 
-/** What a run's marker says: the execution that claimed it and its input. */
-const RunMarker = z.object({ executionId: z.string(), inputKey: z.string(), etag: z.string().nullable() });
-
 /** The frozen configuration of a run in `outDir`; an InputError when there is no such run. */
 export async function loadRunConfig(outDir: string, runId: string): Promise<PipelineConfig> {
   const store = new FsStore(join(resolve(outDir), 'store'));
@@ -274,7 +261,8 @@ async function fresh(store: FsStore, options: LocalRunOptions) {
   const inputKey = `${INCOMING_PREFIX}${basename(inputPath)}`;
   await mkdir(join(store.root, INCOMING_PREFIX), { recursive: true });
   await copyFile(inputPath, store.pathOf(inputKey));
-  const etag = await sha256OfFile(inputPath);
+  // The ETag the store gives, as S3 gives one: split checks the input against it when resumed.
+  const etag = (await store.head(inputKey))?.etag as string;
   // A new run starts clean; what it can reuse of an earlier one comes from the call cache.
   await rm(store.pathOf(runPrefix(runIdFor(inputKey, etag))), { recursive: true, force: true });
   return {

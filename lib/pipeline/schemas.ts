@@ -82,12 +82,16 @@ export const StageStats = z.object({
   in: z.number().int().nonnegative(),
   out: z.number().int().nonnegative(),
   rejected: z.number().int().nonnegative(),
+  /**
+   * Model calls this run paid for, each once: made now, or made by an attempt of the same execution
+   * that failed before writing its stats and read back from the cache.
+   */
   calls: z.number().int().nonnegative(),
   inputTokens: z.number().int().nonnegative(),
   outputTokens: z.number().int().nonnegative(),
   costUsd: z.number().nonnegative(),
   ms: z.number().nonnegative(),
-  /** Calls answered from the cache: not paid again, not counted in `calls`. */
+  /** Answers read from the cache instead of asking the model again. */
   cacheHits: z.number().int().nonnegative().default(0),
   /** Calls looked up in the cache and not found, then paid for. */
   cacheMisses: z.number().int().nonnegative().default(0),
@@ -149,6 +153,14 @@ export const MergeInput = z.object({
   shardResults: z.array(ShardOutcome).default([]),
 });
 export type MergeInput = z.infer<typeof MergeInput>;
+
+/** The claim on a run that `split` writes first: the execution that owns it and the input it reads. */
+export const RunMarker = z.object({
+  executionId: z.string().min(1),
+  inputKey: z.string().min(1),
+  etag: z.string().nullable(),
+});
+export type RunMarker = z.infer<typeof RunMarker>;
 
 /** The run manifest `split` writes: what came in and how it was sharded. */
 export const Manifest = z.object({

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -131,7 +132,7 @@ describe('the local engine running the synthesized state machine', () => {
         object: {
           key: 'incoming/posts.jsonl',
           size: 7000,
-          etag: 'b1946ac92492d2347c6235b4d2611184',
+          etag: createHash('md5').update(readFileSync(fixture)).digest('hex'),
           sequencer: '00617F08299329D189',
         },
         'request-id': 'N4N7GDK58NMKJ12R',

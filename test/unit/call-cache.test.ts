@@ -62,12 +62,13 @@ describe('CallCache', () => {
 const texts = ['You people are vermin.', 'Everyone from that town is a thief.', 'I hope you get hurt.'];
 const body = texts.map((text, i) => JSON.stringify({ id: `t${i}`, text })).join('\n');
 const STAGES = [induce, filter, respond, evaluate];
+let executions = 0;
 
 /** Runs every stage over shard 00000 of a fresh store, with the given cache and model. */
 async function runAll(cache: CallCache | undefined, model: FakeModel, overrides = {}) {
   const setup = fakeDeps(model, overrides);
   const deps: TestDeps = { ...setup.deps, cache };
-  const { runId } = await putAndSplit(deps, 'texts.jsonl', body);
+  const { runId } = await putAndSplit(deps, 'texts.jsonl', body, `exec-${++executions}`);
   const task = { runId, shard: '00000' };
   for (const stage of STAGES) await stage(task, deps);
   const stats = async (stage: string) =>
@@ -188,8 +189,9 @@ describe('model stages with a call cache', () => {
     await induce(task, { ...setup.deps, cache, models: { get: async () => retryModel } });
 
     expect(retryModel.calls).toHaveLength(1);
+    // The two answers the failed attempt paid for are read back, and counted as paid, once.
     expect(JSON.parse(await setup.store.get(shardStatsKey(runId, '00000', 'induce')))).toMatchObject({
-      calls: 1,
+      calls: 3,
       cacheHits: 2,
       cacheMisses: 1,
     });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { InputError } from '../../lib/pipeline/errors.js';
@@ -315,14 +316,27 @@ describe('split of an input it cannot read', () => {
 });
 
 describe('split started by an S3 event', () => {
-  const event = (key: string, sequencer: string) => ({
+  const hello = '{"text":"hello"}\n';
+  const event = (key: string, sequencer: string, etag = createHash('md5').update(hello).digest('hex')) => ({
     'detail-type': 'Object Created' as const,
-    detail: { bucket: { name: 'b' }, object: { key, etag: 'e1', sequencer } },
+    detail: { bucket: { name: 'b' }, object: { key, etag, sequencer } },
+  });
+
+  it('fails with an InputError when the object changed after the event that started the run', async () => {
+    const { deps } = fakeDeps();
+    await deps.store.put('incoming/a.jsonl', hello);
+
+    const act = split(
+      { event: event('incoming/a.jsonl', '01', 'etag-of-an-older-version'), executionId: 'x1', config: {} },
+      deps,
+    );
+
+    await expect(act).rejects.toThrow(/incoming\/a\.jsonl: the object changed after the run started/);
   });
 
   it('starts no second run for a redelivered event but a new run for a new upload', async () => {
     const { deps } = fakeDeps();
-    await deps.store.put('incoming/a.jsonl', '{"text":"hello"}\n');
+    await deps.store.put('incoming/a.jsonl', hello);
 
     const first = await split(
       { event: event('incoming/a.jsonl', '01'), executionId: 'x1', config: deps.config },
@@ -345,7 +359,7 @@ describe('split started by an S3 event', () => {
 
   it('finds an input whose key arrives URL-encoded', async () => {
     const { deps } = fakeDeps();
-    await deps.store.put('incoming/my posts (1).jsonl', '{"text":"hello"}\n');
+    await deps.store.put('incoming/my posts (1).jsonl', hello);
 
     const result = await split(
       { event: event('incoming/my+posts+%281%29.jsonl', '01'), executionId: 'x1', config: deps.config },

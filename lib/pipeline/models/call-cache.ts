@@ -11,13 +11,18 @@ const CachedUsage = z.object({
 
 /**
  * One answered model call, as the cache keeps it: a text, a judge's validated answer, an answer that
- * failed validation, or a refusal. Each carries the usage it was paid for, once.
+ * failed validation, or a refusal. Each carries the usage it was paid for, and who paid it, so a run
+ * that reads back an answer it paid for in an attempt that never finished still counts that cost.
  */
+/** Who paid for an answer: the execution and the shard whose call it was. */
+const PaidBy = z.object({ execution: z.string(), shard: z.string() });
+
+const paid = { usage: CachedUsage, paidBy: PaidBy.optional() };
 export const CachedCall = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('text'), text: z.string(), usage: CachedUsage }),
-  z.object({ kind: z.literal('answer'), value: z.unknown(), usage: CachedUsage }),
-  z.object({ kind: z.literal('invalid-answer'), message: z.string(), usage: CachedUsage }),
-  z.object({ kind: z.literal('refused'), message: z.string(), usage: CachedUsage }),
+  z.object({ kind: z.literal('text'), text: z.string(), ...paid }),
+  z.object({ kind: z.literal('answer'), value: z.unknown(), ...paid }),
+  z.object({ kind: z.literal('invalid-answer'), message: z.string(), ...paid }),
+  z.object({ kind: z.literal('refused'), message: z.string(), ...paid }),
 ]);
 export type CachedCall = z.infer<typeof CachedCall>;
 

@@ -2,7 +2,7 @@ import type { z } from 'zod';
 import { type PipelineConfig, parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
 import { JudgeAnswerError, ModelRefusedError, ModelRequestError, ModelThrottledError } from '../errors.js';
-import { configKey, shardKey, shardRejectsKey, shardStatsKey } from '../keys.js';
+import { configKey, markerKey, shardKey, shardRejectsKey, shardStatsKey } from '../keys.js';
 import { costOf, emptyStats, priceOf } from '../ledger.js';
 import { type CachedCall, callKey } from '../models/call-cache.js';
 import type { GenerateRequest, JudgeRequest, ModelClient, Usage } from '../models/model-client.js';
@@ -10,6 +10,7 @@ import { type PromptTemplate, templateFor, templateHash } from '../prompts/templ
 import {
   type ModelStage,
   type Reject,
+  RunMarker,
   type ShardResult,
   type ShardTask,
   type StageName,
@@ -98,6 +99,9 @@ export async function runShardStage<I extends { id: string; source: string; line
     stats.outputTokens += usage.outputTokens;
     stats.costUsd += costOf(usage, price);
   };
+  const execution = RunMarker.parse(JSON.parse(await store.get(markerKey(runId)))).executionId;
+  // Calls whose cost this attempt's stats hold, paid now or recovered from an attempt that failed.
+  const counted = new Set<string>();
   const governor = deps.governors?.get(model.spec, config);
   const governed = <R extends { usage: Usage }>(request: GenerateRequest, invoke: () => Promise<R>) =>
     governor
@@ -122,6 +126,11 @@ export async function runShardStage<I extends { id: string; source: string; line
       const hit = await cache.get(key);
       if (hit) {
         stats.cacheHits++;
+        // Paid by an earlier attempt at this shard in this execution, whose stats were never written.
+        if (hit.paidBy?.execution === execution && hit.paidBy.shard === shard && !counted.has(key)) {
+          meter(hit.usage);
+          counted.add(key);
+        }
         return hit;
       }
       stats.cacheMisses++;
@@ -134,7 +143,10 @@ export async function runShardStage<I extends { id: string; source: string; line
       entry = { kind: 'refused', message: error.message, usage: error.usage };
     }
     meter(entry.usage);
-    if (cache && key) await cache.put(key, entry);
+    if (cache && key) {
+      counted.add(key);
+      await cache.put(key, { ...entry, paidBy: { execution, shard } });
+    }
     return entry;
   };
   const refused = (entry: CachedCall & { kind: 'refused' }) =>

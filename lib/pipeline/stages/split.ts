@@ -14,7 +14,14 @@ import {
 } from '../keys.js';
 import { emptyStats } from '../ledger.js';
 import { dedupKey, normalizeText, recordIdFor, runIdFor } from '../records.js';
-import { type InputRecord, Manifest, type Reject, type SplitInput, type SplitResult } from '../schemas.js';
+import {
+  type InputRecord,
+  Manifest,
+  type Reject,
+  RunMarker,
+  type SplitInput,
+  type SplitResult,
+} from '../schemas.js';
 import { toJsonl } from '../store/store.js';
 
 /** Where the run's input is, from an S3 event or a direct start. */
@@ -263,16 +270,21 @@ export async function split(input: SplitInput, deps: StageDeps): Promise<SplitRe
   const runId = runIdFor(key, given.change ? `${etag}/${given.change}` : etag);
 
   // EventBridge may deliver the same event twice; only the first execution for this object version runs.
-  const marker = JSON.stringify({ executionId: input.executionId, inputKey: key, etag });
-  if (!(await store.putIfAbsent(markerKey(runId), marker))) {
+  const marker: RunMarker = { executionId: input.executionId, inputKey: key, etag };
+  if (!(await store.putIfAbsent(markerKey(runId), JSON.stringify(marker)))) {
     // Absent after a lost write race means another execution is claiming it right now.
     const owner = await store.tryGet(markerKey(runId));
-    const ownerId =
-      owner === undefined ? undefined : (JSON.parse(owner) as { executionId?: string }).executionId;
+    const ownerId = owner === undefined ? undefined : RunMarker.parse(JSON.parse(owner)).executionId;
     if (ownerId !== input.executionId) return { runId, duplicate: true, shards: [], records: 0 };
     const finished = await finishedSplit(store, runId);
     if (finished) return finished;
   }
+  // Checked only when the input is to be read: a finished split's shards stand whatever came later.
+  if (given.etag && head.etag && given.etag !== head.etag)
+    throw new InputError(
+      `${key}: the object changed after the run started (ETag ${given.etag}, now ${head.etag}); ` +
+        'its new version is a run of its own',
+    );
   await store.put(configKey(runId), JSON.stringify(config, null, 2));
 
   const { textField, maxLineBytes } = config.input;
