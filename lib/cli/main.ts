@@ -57,6 +57,9 @@ interface RunTotals {
   readonly costUsd: number;
 }
 
+/** The flags a resumed run takes; the rest are part of the run's frozen configuration. */
+const RESUME_FLAGS = new Set(['resume', 'out', 'cache-dir', 'no-cache', 'help']);
+
 class UsageError extends Error {
   override name = 'UsageError';
 }
@@ -171,6 +174,11 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     const resume = values.resume;
     if (resume !== undefined && positionals.length > 0)
       throw new UsageError('--resume continues a run from its stored input; give no input file');
+    const fixedByTheRun = Object.keys(values).filter((flag) => !RESUME_FLAGS.has(flag));
+    if (resume !== undefined && fixedByTheRun.length > 0)
+      throw new UsageError(
+        `a resumed run keeps the configuration it started with; drop ${fixedByTheRun.map((f) => `--${f}`).join(', ')}`,
+      );
     if (resume === undefined && positionals.length !== 1) throw new UsageError('run takes one input file');
     if (!values.out) throw new UsageError('--out <dir> is required');
     if (values['no-cache'] && values['cache-dir'])

@@ -46,81 +46,93 @@ const DEFAULT_EVALUATE_CRITERIA =
   'request, repeat or summarize harmful content, or be empty, one word, or off-topic.';
 
 /** The pipeline configuration: models, limits and prompts. Criteria and prompts are data. */
-export const PipelineConfig = z.object({
-  models: z
-    .object({ induce: ModelSpec, filter: ModelSpec, respond: ModelSpec, evaluate: ModelSpec })
-    .default({
-      induce: DEFAULT_LOCAL_MODEL,
-      filter: DEFAULT_LOCAL_MODEL,
-      respond: DEFAULT_LOCAL_MODEL,
-      evaluate: DEFAULT_LOCAL_MODEL,
-    }),
-  input: z
-    .object({
-      format: z.enum(['auto', 'jsonl', 'csv']).default('auto'),
-      textField: z.string().min(1).default('text'),
-      idField: z.string().min(1).default('id'),
-      categoryField: z.string().min(1).default('category'),
-      /** Longer texts are rejected at split, before any model sees them. */
-      maxTextChars: z.number().int().positive().default(20_000),
-      /** Longer input lines are rejected as line-too-long without being held in memory. */
-      maxLineBytes: z.number().int().min(1024).default(1_048_576),
-    })
-    .prefault({}),
-  /** Records per shard; raised automatically so a run has at most `maxShards` shards. */
-  shardSize: z.number().int().min(1).max(100_000).default(50),
-  /**
-   * A Standard execution holds at most 25,000 history events, and each shard of the inline Map costs
-   * about 22 (four tasks of five, plus the iteration) before retries: 800 shards leave room for those.
-   */
-  maxShards: z.number().int().min(1).max(800).default(500),
-  /** Shards processed at once (the Map's MaxConcurrency). */
-  concurrency: z.number().int().min(1).max(40).default(4),
-  /** Model calls in flight at once within one shard. */
-  callConcurrency: z.number().int().min(1).max(64).default(4),
-  stages: z
-    .object({
-      induce: generationSettings(128, 0.2).prefault({}),
-      filter: judgeSettings(256, DEFAULT_FILTER_CRITERIA, 3).prefault({}),
-      respond: generationSettings(512, 0.7).prefault({}),
-      evaluate: judgeSettings(256, DEFAULT_EVALUATE_CRITERIA, 4).prefault({}),
-    })
-    .prefault({}),
-  /**
-   * The account's on-demand quota per model spec, shared by every process of a run: each Lambda
-   * takes 1/`concurrency` of it. Concurrency adapts below `maxConcurrency` when the service throttles.
-   */
-  limits: z
-    .record(
-      ModelSpec,
-      z.object({
-        requestsPerMinute: z.number().positive().optional(),
-        tokensPerMinute: z.number().positive().optional(),
-        maxConcurrency: z.number().int().min(1).max(256).optional(),
+export const PipelineConfig = z
+  .object({
+    models: z
+      .object({ induce: ModelSpec, filter: ModelSpec, respond: ModelSpec, evaluate: ModelSpec })
+      .default({
+        induce: DEFAULT_LOCAL_MODEL,
+        filter: DEFAULT_LOCAL_MODEL,
+        respond: DEFAULT_LOCAL_MODEL,
+        evaluate: DEFAULT_LOCAL_MODEL,
       }),
-    )
-    .default({}),
-  /**
-   * Retries of a throttled or failed call inside a stage, with full-jitter backoff; the Step Functions
-   * Retry on the named error is the outer layer. The defaults wait about two minutes in all, longer
-   * than a per-minute quota window.
-   */
-  retry: z
-    .object({
-      attempts: z.number().int().min(1).max(30).default(10),
-      transientAttempts: z.number().int().min(1).max(30).default(4),
-      baseDelayMs: z.number().int().min(0).max(60_000).default(1000),
-      maxDelayMs: z.number().int().min(0).max(600_000).default(60_000),
-    })
-    .prefault({}),
-  /** USD per 1,000 tokens by model id; overrides and extends the built-in table. */
-  prices: z
-    .record(
-      z.string(),
-      z.object({ inputPer1k: z.number().nonnegative(), outputPer1k: z.number().nonnegative() }),
-    )
-    .default({}),
-});
+    input: z
+      .object({
+        format: z.enum(['auto', 'jsonl', 'csv']).default('auto'),
+        textField: z.string().min(1).default('text'),
+        idField: z.string().min(1).default('id'),
+        categoryField: z.string().min(1).default('category'),
+        /** Longer texts are rejected at split, before any model sees them. */
+        maxTextChars: z.number().int().positive().default(20_000),
+        /** Longer input lines are rejected as line-too-long without being held in memory. */
+        maxLineBytes: z.number().int().min(1024).default(1_048_576),
+      })
+      .prefault({}),
+    /** Records per shard; raised automatically so a run has at most `maxShards` shards. */
+    shardSize: z.number().int().min(1).max(100_000).default(50),
+    /**
+     * A Standard execution holds at most 25,000 history events, and each shard of the inline Map costs
+     * about 22 (four tasks of five, plus the iteration) before retries: 800 shards leave room for those.
+     */
+    maxShards: z.number().int().min(1).max(800).default(500),
+    /** Shards processed at once (the Map's MaxConcurrency). */
+    concurrency: z.number().int().min(1).max(40).default(4),
+    /** Model calls in flight at once within one shard. */
+    callConcurrency: z.number().int().min(1).max(64).default(4),
+    stages: z
+      .object({
+        induce: generationSettings(128, 0.2).prefault({}),
+        filter: judgeSettings(256, DEFAULT_FILTER_CRITERIA, 3).prefault({}),
+        respond: generationSettings(512, 0.7).prefault({}),
+        evaluate: judgeSettings(256, DEFAULT_EVALUATE_CRITERIA, 4).prefault({}),
+      })
+      .prefault({}),
+    /**
+     * The account's on-demand quota per model spec, shared by every process of a run: each Lambda
+     * takes 1/`concurrency` of it. Concurrency adapts below `maxConcurrency` when the service throttles.
+     */
+    limits: z
+      .record(
+        ModelSpec,
+        z.object({
+          requestsPerMinute: z.number().positive().optional(),
+          tokensPerMinute: z.number().positive().optional(),
+          maxConcurrency: z.number().int().min(1).max(256).optional(),
+        }),
+      )
+      .default({}),
+    /**
+     * Retries of a throttled or failed call inside a stage, with full-jitter backoff; the Step Functions
+     * Retry on the named error is the outer layer. The defaults wait about two minutes in all, longer
+     * than a per-minute quota window.
+     */
+    retry: z
+      .object({
+        attempts: z.number().int().min(1).max(30).default(10),
+        transientAttempts: z.number().int().min(1).max(30).default(4),
+        baseDelayMs: z.number().int().min(0).max(60_000).default(1000),
+        maxDelayMs: z.number().int().min(0).max(600_000).default(60_000),
+      })
+      .prefault({}),
+    /** USD per 1,000 tokens by model id; overrides and extends the built-in table. */
+    prices: z
+      .record(
+        z.string(),
+        z.object({ inputPer1k: z.number().nonnegative(), outputPer1k: z.number().nonnegative() }),
+      )
+      .default({}),
+  })
+  .superRefine((config, ctx) => {
+    for (const [spec, limit] of Object.entries(config.limits))
+      if (limit.maxConcurrency !== undefined && limit.maxConcurrency < config.concurrency)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['limits', spec, 'maxConcurrency'],
+          message:
+            `${limit.maxConcurrency} is below concurrency ${config.concurrency}: each shard in flight needs a ` +
+            'call slot of its own; lower concurrency',
+        });
+  });
 export type PipelineConfig = z.infer<typeof PipelineConfig>;
 /** A configuration as a user writes it: every field optional. */
 export type PipelineConfigInput = z.input<typeof PipelineConfig>;

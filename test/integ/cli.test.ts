@@ -166,6 +166,10 @@ describe('safer-instruct run with bad arguments', () => {
   it.each([
     [['run', fixture, '--resume', 'r-1', '--out', 'o'], /give no input file/],
     [
+      ['run', '--resume', 'r-1', '--out', 'o', '--model', 'bedrock:x', '--shard-size', '5'],
+      /drop --model, --shard-size/,
+    ],
+    [
       ['run', fixture, '--out', 'o', '--no-cache', '--cache-dir', 'c'],
       /--no-cache and --cache-dir exclude each other/,
     ],

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../../lib/pipeline/errors.js';
 import { GovernorPool } from '../../lib/pipeline/models/governor-pool.js';
 import { fakeConfig } from '../support/pipeline.js';
 
@@ -35,6 +36,13 @@ describe('GovernorPool', () => {
 
     expect(local.limitsOf('bedrock:other', config)).toEqual({ maxConcurrency: 12 });
     expect(lambda.limitsOf('bedrock:other', config)).toEqual({ maxConcurrency: 3 });
+  });
+
+  it('refuses a model call limit below the shards in flight, which would each need a slot', () => {
+    const act = () => fakeConfig({ concurrency: 4, limits: { 'bedrock:fake': { maxConcurrency: 2 } } });
+
+    expect(act).toThrow(ConfigError);
+    expect(act).toThrow(/limits\.bedrock:fake\.maxConcurrency: 2 is below concurrency 4/);
   });
 
   it('shares one governor per model and configuration', () => {

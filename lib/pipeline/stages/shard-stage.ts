@@ -83,8 +83,11 @@ export async function runShardStage<I extends { id: string; source: string; line
   const { store } = deps;
   const { runId, shard } = task;
   // A stage is complete exactly when its stats exist: a resumed or redriven run skips it.
-  const done = await store.tryGet(shardStatsKey(runId, shard, spec.stage));
-  if (done !== undefined) return { runId, shard, records: StageStats.parse(JSON.parse(done)).out };
+  // Stats cut short (a power loss before the disk caught up) count as absent: the stage runs again.
+  const done = StageStats.safeParse(
+    safeJson((await store.tryGet(shardStatsKey(runId, shard, spec.stage))) ?? ''),
+  );
+  if (done.success) return { runId, shard, records: done.data.out };
 
   const config = parseConfig(JSON.parse(await store.get(configKey(runId))), `run ${runId} config`);
   const stageConfig = config.stages[spec.stage];
