@@ -167,6 +167,22 @@ describe('LlamaModelClient.judge', () => {
 });
 
 describe('LlamaModelClient model sources', () => {
+  it('gives the weights a new identity when the file changes under the same path', async () => {
+    const path = join(dir, 'swapped.gguf');
+    await writeTinyGguf(path, { seed: 1 });
+    const before = new LlamaModelClient({ spec: 'llama:swapped', source: path });
+    const first = await before.identity();
+    await before.close();
+    await writeTinyGguf(path, { seed: 2, layers: 3 });
+    const after = new LlamaModelClient({ spec: 'llama:swapped', source: path });
+
+    const second = await after.identity();
+
+    await after.close();
+    expect(first).toMatch(/swapped\.gguf:\d+:/);
+    expect(second).not.toBe(first);
+  });
+
   it('reports a missing local file as ModelConfigError naming the path', async () => {
     const missing = join(dir, 'nope', 'missing.gguf');
     const absent = new LlamaModelClient({ spec: `llama:${missing}`, source: missing });

@@ -96,6 +96,13 @@ export class LlamaModelClient implements ModelClient {
     });
   }
 
+  /** The weights' file as loaded: its absolute path, size and modification time. */
+  async identity(): Promise<string> {
+    const { path } = await this.load();
+    const info = await stat(path);
+    return `${path}:${info.size}:${info.mtimeMs}`;
+  }
+
   /** Resolves, downloads when needed, and loads the model now rather than on the first call. */
   async warmUp(): Promise<void> {
     await this.load();

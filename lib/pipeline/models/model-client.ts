@@ -49,6 +49,11 @@ export interface ModelClient {
   readonly modelId: string;
   generate(request: GenerateRequest): Promise<GenerateResult>;
   judge<T>(request: JudgeRequest<T>): Promise<JudgeResult<T>>;
+  /**
+   * What tells this model's answers apart beyond its spec, for the call cache: the weights a local file
+   * or download holds now, say. Optional; the spec alone names a hosted model.
+   */
+  identity?(): Promise<string>;
   /** Loads or fetches what the first call needs, so a missing model fails before a run starts; optional. */
   warmUp?(): Promise<void>;
   /** Frees what the client holds (an in-process model); optional. */

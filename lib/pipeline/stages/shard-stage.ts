@@ -102,6 +102,11 @@ export async function runShardStage<I extends { id: string; source: string; line
     stats.outputTokens += usage.outputTokens;
     stats.costUsd += costOf(usage, price);
   };
+  // A local model's weights can change under the same spec: its answers are keyed to the file.
+  const modelIdentity =
+    deps.cache && model.identity
+      ? model.identity().then((id) => `${model.spec}@${id}`)
+      : Promise.resolve(model.spec);
   const execution = RunMarker.parse(JSON.parse(await store.get(markerKey(runId)))).executionId;
   // Calls whose cost this attempt's stats hold, paid now or recovered from an attempt that failed.
   const counted = new Set<string>();
@@ -124,7 +129,7 @@ export async function runShardStage<I extends { id: string; source: string; line
     invoke: () => Promise<CachedCall>,
   ): Promise<CachedCall> => {
     const cache = deps.cache;
-    const key = cache && callKey({ spec: model.spec, request, templateHash: hash, attempt });
+    const key = cache && callKey({ spec: await modelIdentity, request, templateHash: hash, attempt });
     if (cache && key) {
       const hit = await cache.get(key);
       if (hit) {
