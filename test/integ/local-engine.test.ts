@@ -67,7 +67,7 @@ describe('the local engine running the synthesized state machine', () => {
     }
   });
 
-  it('retries a throttled shard through the definition and loses nothing', async () => {
+  it('retries a throttled shard through the definition once its own retries are spent, and loses nothing', async () => {
     let throttles = 3;
     const model = new FakeModel('bedrock:fake', {
       judge: (req) => {
@@ -78,10 +78,11 @@ describe('the local engine running the synthesized state machine', () => {
       },
     });
 
-    const { pairs, rejects } = await runFixture(model);
+    const { pairs, rejects, report } = await runFixture(model, { retry: { attempts: 1 } });
 
     expect(pairs).toHaveLength(56);
     expect(rejects).toHaveLength(6);
+    expect(report.totals.retries).toBe(0);
   });
 
   it('records a shard that keeps failing as rejects of that stage and finishes the run', async () => {
