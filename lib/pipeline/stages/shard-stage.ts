@@ -103,10 +103,14 @@ export async function runShardStage<I extends { id: string; source: string; line
     stats.costUsd += costOf(usage, price);
   };
   // A local model's weights can change under the same spec: its answers are keyed to the file.
-  const modelIdentity =
-    deps.cache && model.identity
+  // Asked on the first call, not before: a shard with nothing to ask must not load a model for it.
+  let identity: Promise<string> | undefined;
+  const modelIdentity = () => {
+    identity ??= model.identity
       ? model.identity().then((id) => `${model.spec}@${id}`)
       : Promise.resolve(model.spec);
+    return identity;
+  };
   const execution = RunMarker.parse(JSON.parse(await store.get(markerKey(runId)))).executionId;
   // Calls whose cost this attempt's stats hold, paid now or recovered from an attempt that failed.
   const counted = new Set<string>();
@@ -129,7 +133,7 @@ export async function runShardStage<I extends { id: string; source: string; line
     invoke: () => Promise<CachedCall>,
   ): Promise<CachedCall> => {
     const cache = deps.cache;
-    const key = cache && callKey({ spec: await modelIdentity, request, templateHash: hash, attempt });
+    const key = cache && callKey({ spec: await modelIdentity(), request, templateHash: hash, attempt });
     if (cache && key) {
       const hit = await cache.get(key);
       if (hit) {
