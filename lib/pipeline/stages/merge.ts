@@ -25,6 +25,7 @@ import {
   type StageName,
   StageStats,
 } from '../schemas.js';
+import { jsonlChunks } from '../store/store.js';
 
 const parseLines = (text: string): unknown[] =>
   text
@@ -83,17 +84,17 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
     seen.add(id);
   };
   let rejectCount = 0;
-  const counted = (reject: Reject): string => {
+  const counted = (reject: Reject): Reject => {
     count(reject.id);
     rejectCount++;
     const byReason = rejectsByStage[reject.stage] ?? {};
     byReason[reject.reason] = (byReason[reject.reason] ?? 0) + 1;
     rejectsByStage[reject.stage] = byReason;
-    return `${JSON.stringify(reject)}\n`;
+    return reject;
   };
 
   /** Every reject of the run, in stage order per shard; on the way, checks each shard's books. */
-  async function* rejectLines(): AsyncGenerator<string> {
+  async function* allRejects(): AsyncGenerator<Reject> {
     for await (const line of storeLines(store, splitRejectsKey(runId)))
       yield counted(Reject.parse(JSON.parse(line)));
     for (const { shard } of manifest.shards) {
@@ -139,10 +140,10 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
   }
 
   /** The pairs of the complete shards. */
-  async function* pairLines(): AsyncGenerator<string> {
+  async function* allPairs(): AsyncGenerator<Pair> {
     for (const shard of completeShards)
       for (const record of parseLines(await store.get(shardKey(runId, shard, 'evaluate'))))
-        yield `${JSON.stringify(toPair(RespondedRecord.parse(record)))}\n`;
+        yield toPair(RespondedRecord.parse(record));
   }
 
   const keys = {
@@ -150,13 +151,13 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
     rejectsKey: outputKey(runId, 'rejects.jsonl'),
     reportKey: outputKey(runId, 'report.json'),
   };
-  await store.putStream(keys.rejectsKey, batched(rejectLines()));
+  await store.putStream(keys.rejectsKey, jsonlChunks(allRejects()));
   const pairCount = seen.size - rejectCount;
   if (seen.size !== manifest.records)
     throw new AccountingError(
       `run ${runId}: ${manifest.records} records came in but ${pairCount} pairs + ${rejectCount} rejects went out`,
     );
-  await store.putStream(keys.pairsKey, batched(pairLines()));
+  await store.putStream(keys.pairsKey, jsonlChunks(allPairs()));
 
   const totals = Object.values(stats).reduce(addStats, emptyStats());
   const report = {
@@ -192,17 +193,4 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
   };
   await store.put(keys.reportKey, `${JSON.stringify(report, null, 2)}\n`);
   return { runId, pairs: pairCount, rejects: rejectCount, ...keys };
-}
-
-/** Joins lines into chunks of about 64 KB, so a stream of many small lines writes efficiently. */
-async function* batched(lines: AsyncIterable<string>): AsyncGenerator<string> {
-  let chunk = '';
-  for await (const line of lines) {
-    chunk += line;
-    if (chunk.length >= 65_536) {
-      yield chunk;
-      chunk = '';
-    }
-  }
-  if (chunk) yield chunk;
 }

@@ -22,7 +22,7 @@ import {
   type SplitInput,
   type SplitResult,
 } from '../schemas.js';
-import { toJsonl } from '../store/store.js';
+import { jsonlChunks, toJsonl } from '../store/store.js';
 
 /** Where the run's input is, from an S3 event or a direct start. */
 function inputOf(event: SplitInput['event']): { key: string; etag: string | null; change: string } {
@@ -239,19 +239,6 @@ async function* sortRows(
     );
 }
 
-/** JSON Lines in strings of about `size` characters: few writes, and never all of them at once. */
-async function* jsonlBatches(rows: AsyncIterable<unknown>, size = 64 * 1024): AsyncGenerator<string> {
-  let batch = '';
-  for await (const row of rows) {
-    batch += `${JSON.stringify(row)}\n`;
-    if (batch.length >= size) {
-      yield batch;
-      batch = '';
-    }
-  }
-  if (batch) yield batch;
-}
-
 /**
  * The first stage: claims the run (once per input object version), validates and normalizes each
  * record, drops exact duplicates, and writes shards, rejects and a manifest. Reading streams, so
@@ -302,7 +289,7 @@ export async function split(input: SplitInput, deps: StageDeps): Promise<SplitRe
   let failure: unknown;
   async function* rejects() {
     try {
-      yield* jsonlBatches(sortRows(rows, { key, runId, config, shardSize, lines, store }, tally));
+      yield* jsonlChunks(sortRows(rows, { key, runId, config, shardSize, lines, store }, tally));
     } catch (error) {
       failure = error;
       throw error;

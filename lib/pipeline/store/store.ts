@@ -30,3 +30,16 @@ export interface Store {
 /** JSON Lines of a list of values, newline-terminated. */
 export const toJsonl = (rows: readonly unknown[]): string =>
   rows.length === 0 ? '' : `${rows.map((row) => JSON.stringify(row)).join('\n')}\n`;
+
+/** JSON Lines of a stream of values, in strings of about 64 KB: few writes, never all rows at once. */
+export async function* jsonlChunks(rows: AsyncIterable<unknown>, size = 64 * 1024): AsyncGenerator<string> {
+  let chunk = '';
+  for await (const row of rows) {
+    chunk += `${JSON.stringify(row)}\n`;
+    if (chunk.length >= size) {
+      yield chunk;
+      chunk = '';
+    }
+  }
+  if (chunk) yield chunk;
+}
