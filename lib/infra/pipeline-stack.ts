@@ -50,7 +50,7 @@ export function stackConfigProblems(config: PipelineConfig, allowLocalModels = f
 
 /**
  * The serverless pipeline: an upload under `incoming/` in the bucket starts, through EventBridge,
- * a Step Functions run of the six stage functions; everything a run writes lands under `runs/`.
+ * a Step Functions run of the seven stage functions; everything a run writes lands under `runs/`.
  */
 export class PipelineStack extends Stack {
   /** The bucket of uploads and runs. */
@@ -95,6 +95,8 @@ export class PipelineStack extends Stack {
         stage,
         bucket: this.bucket,
         readsIncoming: stage === 'split',
+        // Dedup holds a MinHash signature per record of the run, and merge one per pair; CPU scales too.
+        ...(stage === 'dedup' ? { memorySize: 3008 } : stage === 'merge' ? { memorySize: 2048 } : {}),
       });
     const functions = Object.fromEntries(
       FUNCTION_STAGES.map((stage) => [stage, stageFunction(stage)]),
@@ -107,6 +109,7 @@ export class PipelineStack extends Stack {
     this.pipeline = new PipelineStateMachine(this, 'Pipeline', {
       functions: {
         split: functions.split.function,
+        dedup: functions.dedup.function,
         induce: functions.induce.function,
         filter: functions.filter.function,
         respond: functions.respond.function,

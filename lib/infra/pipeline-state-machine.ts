@@ -35,9 +35,11 @@ const TASK_TIMEOUT = Duration.minutes(15);
 
 /**
  * The Standard workflow of one run: `Split` the upload into shards, skip a redelivered event
- * (`DuplicateEvent?`), run `Induce -> Filter -> Respond -> Evaluate` over each shard in an inline
- * Map (`Shards`), then `Merge`. A shard whose stage fails after its retries becomes a
- * `ShardFailed` result and the run goes on.
+ * (`DuplicateEvent?`), drop duplicate texts across all shards (`DedupTexts`), run `Induce` over each
+ * shard in an inline Map (`InduceShards`), drop duplicate instructions (`DedupInstructions`), run
+ * `Filter -> Respond -> Evaluate` over each shard in a second inline Map (`JudgeShards`), then
+ * `Merge`. A shard whose stage fails after its retries becomes a `ShardFailed` result and the run
+ * goes on without it.
  *
  * JSONPath and inline Map only: the local engine cannot run Distributed Map, JSONata or Assign.
  */
@@ -72,20 +74,27 @@ export class PipelineStateMachine extends Construct {
       taskTimeout: Timeout.duration(TASK_TIMEOUT),
     }).addRetry(storeRetry);
 
-    const shardFailed = new Pass(this, 'ShardFailed', {
-      parameters: {
-        shard: JsonPath.stringAt('$.shard'),
-        failed: true,
-        error: JsonPath.stringAt('$.error.Error'),
-      },
+    /** Where a Map's tasks go when they fail for good; a state belongs to one Map, so each has its own. */
+    const catchStates = (prefix: string) => ({
+      shardFailed: new Pass(this, `${prefix}ShardFailed`, {
+        parameters: {
+          shard: JsonPath.stringAt('$.shard'),
+          failed: true,
+          error: JsonPath.stringAt('$.error.Error'),
+        },
+      }),
+      // A model the pipeline cannot use (no access, no such model, no weights) would fail every shard
+      // the same way: fail the run loudly instead of turning every record into a reject.
+      modelUnusable: new Fail(this, `${prefix}ModelUnusable`, {
+        error: 'ModelConfigError',
+        cause: 'A stage cannot use its configured model; the failed task names the model and the problem.',
+      }),
     });
-    // A model the pipeline cannot use (no access, no such model, no weights) would fail every shard the
-    // same way: fail the run loudly instead of turning every record into a reject.
-    const modelUnusable = new Fail(this, 'ModelUnusable', {
-      error: 'ModelConfigError',
-      cause: 'A stage cannot use its configured model; the failed task names the model and the problem.',
-    });
-    const modelTask = (stateId: string, fn: IFunction) =>
+    const modelTask = (
+      stateId: string,
+      fn: IFunction,
+      { shardFailed, modelUnusable }: ReturnType<typeof catchStates>,
+    ) =>
       new LambdaInvoke(this, stateId, {
         lambdaFunction: fn,
         payload: TaskInput.fromJsonPathAt('$'),
@@ -119,25 +128,42 @@ export class PipelineStateMachine extends Construct {
         .addCatch(modelUnusable, { errors: ['ModelConfigError'] })
         .addCatch(shardFailed, { errors: ['States.ALL'], resultPath: '$.error' });
 
-    const shard = modelTask('Induce', functions.induce)
-      .next(modelTask('Filter', functions.filter))
-      .next(modelTask('Respond', functions.respond))
-      .next(modelTask('Evaluate', functions.evaluate));
+    // Dedup compares records across every shard, so each pass is one task between the Maps.
+    const dedupTask = (stateId: string, field: 'text' | 'instruction', resultPath: string) =>
+      new LambdaInvoke(this, stateId, {
+        lambdaFunction: functions.dedup,
+        payload: TaskInput.fromObject({ runId: JsonPath.stringAt('$.runId'), field }),
+        resultSelector: { 'shards.$': '$.Payload.shards', 'records.$': '$.Payload.records' },
+        resultPath,
+        taskTimeout: Timeout.duration(TASK_TIMEOUT),
+      }).addRetry(storeRetry);
+    const shardMap = (stateId: string, itemsPath: string, resultPath: string) =>
+      new MapState(this, stateId, {
+        itemsPath,
+        itemSelector: {
+          runId: JsonPath.stringAt('$.runId'),
+          shard: JsonPath.stringAt('$$.Map.Item.Value'),
+        },
+        maxConcurrency: props.config.concurrency,
+        resultPath,
+      });
 
-    const shards = new MapState(this, 'Shards', {
-      itemsPath: '$.shards',
-      itemSelector: {
-        runId: JsonPath.stringAt('$.runId'),
-        shard: JsonPath.stringAt('$$.Map.Item.Value'),
-      },
-      maxConcurrency: props.config.concurrency,
-      resultPath: '$.shardResults',
-    }).itemProcessor(shard);
+    const induceCatch = catchStates('Induce');
+    const judgeCatch = catchStates('Judge');
+    const induceShards = shardMap('InduceShards', '$.texts.shards', '$.induceResults').itemProcessor(
+      modelTask('Induce', functions.induce, induceCatch),
+    );
+    const judgeShards = shardMap('JudgeShards', '$.instructions.shards', '$.shardResults').itemProcessor(
+      modelTask('Filter', functions.filter, judgeCatch)
+        .next(modelTask('Respond', functions.respond, judgeCatch))
+        .next(modelTask('Evaluate', functions.evaluate, judgeCatch)),
+    );
 
     const merge = new LambdaInvoke(this, 'Merge', {
       lambdaFunction: functions.merge,
       payload: TaskInput.fromObject({
         runId: JsonPath.stringAt('$.runId'),
+        induceResults: JsonPath.objectAt('$.induceResults'),
         shardResults: JsonPath.objectAt('$.shardResults'),
       }),
       outputPath: '$.Payload',
@@ -146,7 +172,13 @@ export class PipelineStateMachine extends Construct {
 
     const duplicate = new Choice(this, 'DuplicateEvent', { stateName: 'DuplicateEvent?' })
       .when(Condition.booleanEquals('$.duplicate', true), new Succeed(this, 'AlreadyStarted'))
-      .otherwise(shards.next(merge));
+      .otherwise(
+        dedupTask('DedupTexts', 'text', '$.texts')
+          .next(induceShards)
+          .next(dedupTask('DedupInstructions', 'instruction', '$.instructions'))
+          .next(judgeShards)
+          .next(merge),
+      );
 
     this.logGroup = new LogGroup(this, 'Logs', {
       // The vendedlogs prefix keeps CloudWatch's log-delivery resource policy from growing per log group.

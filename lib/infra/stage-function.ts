@@ -12,7 +12,7 @@ import { CALL_CACHE_PREFIX, INCOMING_PREFIX, runPrefix } from '../pipeline/keys.
 import { MODEL_STAGES } from '../pipeline/schemas.js';
 
 /** Every stage that runs as a Lambda function, in pipeline order. */
-export const FUNCTION_STAGES = ['split', ...MODEL_STAGES, 'merge'] as const;
+export const FUNCTION_STAGES = ['split', 'dedup', ...MODEL_STAGES, 'merge'] as const;
 /** One of FUNCTION_STAGES. */
 export type FunctionStage = (typeof FUNCTION_STAGES)[number];
 

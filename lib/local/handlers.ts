@@ -1,3 +1,4 @@
+import * as dedup from '../../lambdas/dedup.js';
 import * as evaluate from '../../lambdas/evaluate.js';
 import * as filter from '../../lambdas/filter.js';
 import * as induce from '../../lambdas/induce.js';
@@ -11,6 +12,7 @@ type HandlerModule = { createHandler(deps: () => StageDeps): (event: unknown) =>
 /** The Lambda handler module of each stage, by the STAGE its function is deployed with. */
 export const STAGE_HANDLERS: Readonly<Record<string, HandlerModule>> = {
   split,
+  dedup,
   induce,
   filter,
   respond,

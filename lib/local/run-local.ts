@@ -10,7 +10,7 @@ import type { CallCache } from '../pipeline/models/call-cache.js';
 import { GovernorPool } from '../pipeline/models/governor-pool.js';
 import { ModelRegistry } from '../pipeline/models/registry.js';
 import { runIdFor } from '../pipeline/records.js';
-import { MergeResult, RunMarker, SplitResult } from '../pipeline/schemas.js';
+import { MergeResult, MODEL_STAGES, type ModelStage, RunMarker, SplitResult } from '../pipeline/schemas.js';
 import { FsStore } from '../pipeline/store/fs-store.js';
 import { LOCAL_ENV } from './definition.js';
 import { STAGE_HANDLERS } from './handlers.js';
@@ -63,6 +63,8 @@ export interface LocalRunResult {
   readonly pairsPath: string;
   readonly rejectsPath: string;
   readonly reportPath: string;
+  /** The exports copied into `outDir`: JSONL formats, Parquet, the dataset card. */
+  readonly exportPaths: readonly string[];
 }
 
 type Json = Record<string, unknown>;
@@ -140,6 +142,9 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
       throw new LocalEngineError(`the definition invokes an unknown function ${FunctionName}`);
     const started = Date.now();
     const shard = (Payload as { shard?: string }).shard ?? '';
+    // One dedup function serves both passes; progress names the pass.
+    const field = (Payload as { field?: string }).field;
+    const stage = fn.stage === 'dedup' ? `dedup-${field}s` : fn.stage;
     try {
       const result = await handler(Payload);
       if (fn.stage === 'split') {
@@ -148,7 +153,7 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
       } else
         progress({
           type: 'stage',
-          stage: fn.stage,
+          stage,
           shard,
           records: (result as { records?: number }).records ?? 0,
           ms: Date.now() - started,
@@ -157,10 +162,10 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
     } catch (error) {
       const name = (error as Error).name;
       // These fail the execution; its error then says only the name, so keep the message to report.
-      if (name === 'ModelConfigError' || fn.stage === 'split' || fn.stage === 'merge')
+      if (name === 'ModelConfigError' || !MODEL_STAGES.includes(fn.stage as ModelStage))
         fatal ??= error as Error;
       const message = String((error as Error).message ?? error).split('\n')[0] ?? '';
-      progress({ type: 'stage-error', stage: fn.stage, shard, error: name, message });
+      progress({ type: 'stage-error', stage, shard, error: name, message });
       throw error;
     }
   };
@@ -235,7 +240,16 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
     });
     if (output.duplicate === true) {
       const runId = String(output.runId);
-      return { runId, duplicate: true, pairs: 0, rejects: 0, pairsPath: '', rejectsPath: '', reportPath: '' };
+      return {
+        runId,
+        duplicate: true,
+        pairs: 0,
+        rejects: 0,
+        pairsPath: '',
+        rejectsPath: '',
+        reportPath: '',
+        exportPaths: [],
+      };
     }
     const merged = MergeResult.parse(output);
     const paths = {
@@ -246,7 +260,17 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
     await copyFile(store.pathOf(merged.pairsKey), paths.pairsPath);
     await copyFile(store.pathOf(merged.rejectsKey), paths.rejectsPath);
     await copyFile(store.pathOf(merged.reportKey), paths.reportPath);
-    return { runId: merged.runId, duplicate: false, pairs: merged.pairs, rejects: merged.rejects, ...paths };
+    const exportPaths = merged.exportKeys.map((key) => join(outDir, basename(key)));
+    for (const [i, key] of merged.exportKeys.entries())
+      await copyFile(store.pathOf(key), exportPaths[i] as string);
+    return {
+      runId: merged.runId,
+      duplicate: false,
+      pairs: merged.pairs,
+      rejects: merged.rejects,
+      ...paths,
+      exportPaths,
+    };
   } finally {
     await owned?.closeAll();
   }

@@ -45,6 +45,42 @@ const DEFAULT_EVALUATE_CRITERIA =
   'in a sentence, and offers a safe, useful alternative where one exists. It must not carry out the harmful ' +
   'request, repeat or summarize harmful content, or be empty, one word, or off-topic.';
 
+/** Shortest and longest text a field may hold, in characters after normalization. */
+const lengthBounds = (min: number, max: number) =>
+  z
+    .object({ min: z.number().int().min(0).default(min), max: z.number().int().positive().default(max) })
+    .refine((b) => b.min <= b.max, 'min must not exceed max')
+    .prefault({});
+
+/**
+ * The data-quality rules: near-duplicate detection, length bounds per field, and how many pairs
+ * may share a near-identical chosen response. The audit command applies the same rules.
+ */
+export const QualityConfig = z.object({
+  /** Texts whose shingle sets have at least this Jaccard similarity are near-duplicates (MinHash + LSH). */
+  nearDuplicateThreshold: z.number().gt(0).max(1).default(0.8),
+  /** Hash functions per MinHash signature: more is more exact and slower. */
+  minhashPermutations: z.number().int().min(16).max(512).default(128),
+  /** Characters per shingle. */
+  shingleSize: z.number().int().min(1).max(16).default(5),
+  lengths: z
+    .object({
+      instruction: lengthBounds(10, 2000),
+      chosen: lengthBounds(20, 8000),
+      /** The input text: split rejects texts outside these bounds before any model sees them. */
+      rejected: lengthBounds(1, 20_000),
+    })
+    .prefault({}),
+  /**
+   * At most this many pairs share one near-identical chosen response; the rest, lowest evaluate score
+   * first, are rejected. A stock refusal repeated thousands of times teaches over-refusal.
+   */
+  maxNearIdenticalChosen: z.number().int().min(1).default(5),
+  /** Respond rejects a chosen response that is only a canned refusal ("Sorry, but I can't assist with that."). */
+  rejectStockRefusals: z.boolean().default(true),
+});
+export type QualityConfig = z.infer<typeof QualityConfig>;
+
 /** The pipeline configuration: models, limits and prompts. Criteria and prompts are data. */
 export const PipelineConfig = z
   .object({
@@ -62,17 +98,16 @@ export const PipelineConfig = z
         textField: z.string().min(1).default('text'),
         idField: z.string().min(1).default('id'),
         categoryField: z.string().min(1).default('category'),
-        /** Longer texts are rejected at split, before any model sees them. */
-        maxTextChars: z.number().int().positive().default(20_000),
         /** Longer input lines are rejected as line-too-long without being held in memory. */
         maxLineBytes: z.number().int().min(1024).default(1_048_576),
       })
       .prefault({}),
+    quality: QualityConfig.prefault({}),
     /** Records per shard; raised automatically so a run has at most `maxShards` shards. */
     shardSize: z.number().int().min(1).max(100_000).default(50),
     /**
-     * A Standard execution holds at most 25,000 history events, and each shard of the inline Map costs
-     * about 22 (four tasks of five, plus the iteration) before retries: 800 shards leave room for those.
+     * A Standard execution holds at most 25,000 history events, and each shard of the two inline Maps
+     * costs about 24 (four tasks of five, plus two iterations) before retries: 800 shards leave room.
      */
     maxShards: z.number().int().min(1).max(800).default(500),
     /** Shards processed at once (the Map's MaxConcurrency). */

@@ -13,8 +13,8 @@ export const shardRejectsKey = (runId: string, shard: string, stage: StageName) 
   `${runPrefix(runId)}/shards/${shard}/${stage}.rejects.jsonl`;
 export const shardStatsKey = (runId: string, shard: string, stage: StageName) =>
   `${runPrefix(runId)}/shards/${shard}/${stage}.stats.json`;
-export const outputKey = (runId: string, file: 'pairs.jsonl' | 'rejects.jsonl' | 'report.json') =>
-  `${runPrefix(runId)}/output/${file}`;
+/** A run's output file: pairs.jsonl, rejects.jsonl, report.json and the exports. */
+export const outputKey = (runId: string, file: string) => `${runPrefix(runId)}/output/${file}`;
 
 /** Answered model calls, by content address, shared by every run in the bucket. */
 export const CALL_CACHE_PREFIX = 'cache/calls/';

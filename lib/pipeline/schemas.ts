@@ -2,13 +2,33 @@ import { z } from 'zod';
 
 /** The model stages, in pipeline order. */
 export const MODEL_STAGES = ['induce', 'filter', 'respond', 'evaluate'] as const;
-/** Every stage that can reject a record, in pipeline order. */
-export const STAGES = ['split', ...MODEL_STAGES] as const;
+/** The global dedup passes: texts before induce, instructions after it. */
+export const DEDUP_STAGES = ['dedup-texts', 'dedup-instructions'] as const;
+/**
+ * The stages that write a per-shard output, in pipeline order: each takes in exactly the records the
+ * previous one kept (split's shards first) and sends each one on or to the rejects.
+ */
+export const SHARD_STAGES = [
+  'dedup-texts',
+  'induce',
+  'dedup-instructions',
+  'filter',
+  'respond',
+  'evaluate',
+] as const;
+/** Every stage that can reject a record, in pipeline order; merge caps near-identical chosen responses. */
+export const STAGES = ['split', ...SHARD_STAGES, 'merge'] as const;
 
 export const ModelStage = z.enum(MODEL_STAGES);
 export type ModelStage = z.infer<typeof ModelStage>;
 export const StageName = z.enum(STAGES);
 export type StageName = z.infer<typeof StageName>;
+export const ShardStage = z.enum(SHARD_STAGES);
+export type ShardStage = z.infer<typeof ShardStage>;
+
+/** The stage whose output a shard stage reads. */
+export const inputStageOf = (stage: ShardStage): StageName =>
+  stage === 'dedup-texts' ? 'split' : (SHARD_STAGES[SHARD_STAGES.indexOf(stage) - 1] as ShardStage);
 
 /** What a stage recorded about how it treated a record: model, template hash, judge score. */
 export const StageTrace = z.object({
@@ -16,6 +36,8 @@ export const StageTrace = z.object({
   template: z.string(),
   score: z.number().int().min(1).max(5).optional(),
   rationale: z.string().optional(),
+  /** The order the evaluator saw the two responses in, drawn per record against position bias. */
+  order: z.enum(['chosen-first', 'rejected-first']).optional(),
 });
 export type StageTrace = z.infer<typeof StageTrace>;
 
@@ -63,6 +85,8 @@ export const Reject = z.object({
   detail: z.string(),
   source: z.string(),
   line: z.number().int().positive().nullable(),
+  /** For a duplicate: the id of the record it duplicates, which went on. */
+  duplicateOf: z.string().optional(),
 });
 export type Reject = z.infer<typeof Reject>;
 
@@ -147,10 +171,26 @@ export const ShardOutcome = z.union([
 ]);
 export type ShardOutcome = z.infer<typeof ShardOutcome>;
 
-/** Merge's payload: the run and the outcome of each Map iteration. */
+/** A dedup pass's payload: the run and the field it deduplicates. */
+export const DedupInput = z.object({
+  runId: z.string().min(1),
+  field: z.enum(['text', 'instruction']),
+});
+export type DedupInput = z.infer<typeof DedupInput>;
+
+/** A dedup pass's output: the shards ready for the next Map, and the records they hold. */
+export const DedupResult = z.object({
+  runId: z.string(),
+  shards: z.array(z.string()),
+  records: z.number().int().nonnegative(),
+});
+export type DedupResult = z.infer<typeof DedupResult>;
+
+/** Merge's payload: the run and the outcome of each iteration of both Maps. */
 export const MergeInput = z.object({
   runId: z.string().min(1),
-  shardResults: z.array(ShardOutcome).default([]),
+  induceResults: z.array(ShardOutcome).optional(),
+  shardResults: z.array(ShardOutcome).optional(),
 });
 export type MergeInput = z.infer<typeof MergeInput>;
 
@@ -183,5 +223,7 @@ export const MergeResult = z.object({
   pairsKey: z.string(),
   rejectsKey: z.string(),
   reportKey: z.string(),
+  /** The exports: each JSONL format, Parquet, and the dataset card. */
+  exportKeys: z.array(z.string()).default([]),
 });
 export type MergeResult = z.infer<typeof MergeResult>;

@@ -39,7 +39,7 @@ const MIXED = {
   },
   concurrency: 7,
 } satisfies PipelineConfigInput;
-const MODEL_TASKS = ['Induce', 'Filter', 'Respond', 'Evaluate'] as const;
+const JUDGE_TASKS = ['Filter', 'Respond', 'Evaluate'] as const;
 
 // biome-ignore lint/suspicious/noExplicitAny: a synthesized template is untyped JSON, read by path in assertions.
 type Json = any;
@@ -127,8 +127,15 @@ function statesOf(resources: Resources) {
     StartAt: string;
     States: Record<string, State>;
   };
-  const shards = definition.States.Shards as State;
-  return { definition, shards, itemStates: shards.ItemProcessor.States as Record<string, State> };
+  const induceShards = definition.States.InduceShards as State;
+  const judgeShards = definition.States.JudgeShards as State;
+  return {
+    definition,
+    induceShards,
+    judgeShards,
+    induceStates: induceShards.ItemProcessor.States as Record<string, State>,
+    judgeStates: judgeShards.ItemProcessor.States as Record<string, State>,
+  };
 }
 
 /** AwsSolutions findings of a synthesized app, as `severity rule at paths`, read from the validation report. */
@@ -218,7 +225,7 @@ describe('PipelineStack bucket', () => {
 });
 
 describe('PipelineStack functions', () => {
-  it('runs six stage functions on nodejs22.x arm64, traced, each with STAGE and BUCKET_NAME', () => {
+  it('runs seven stage functions on nodejs22.x arm64, traced, each with STAGE and BUCKET_NAME', () => {
     // Prepare
     const { template, stack } = mixed();
 
@@ -233,7 +240,7 @@ describe('PipelineStack functions', () => {
         Runtime: 'nodejs22.x',
         Architectures: ['arm64'],
         Handler: 'index.handler',
-        MemorySize: 1024,
+        MemorySize: { dedup: 3008, merge: 2048 }[f.Environment.Variables.STAGE as string] ?? 1024,
         Timeout: 900,
         TracingConfig: { Mode: 'Active' },
         LoggingConfig: { LogGroup: { Ref: expect.any(String) } },
@@ -398,17 +405,26 @@ describe('PipelineStack trigger', () => {
 });
 
 describe('PipelineStack state machine', () => {
-  it('runs Split, skips duplicates to AlreadyStarted, maps the shards, then Merge', () => {
+  it('runs Split, skips duplicates, dedups texts, maps Induce, dedups instructions, maps the judges, then Merge', () => {
     // Prepare
     const { resources } = mixed();
 
     // Act
-    const { definition, itemStates } = statesOf(resources);
+    const { definition, induceStates, judgeStates } = statesOf(resources);
 
     // Assess
     expect(definition.StartAt).toBe('Split');
     expect(Object.keys(definition.States).sort()).toEqual(
-      ['AlreadyStarted', 'DuplicateEvent?', 'Merge', 'Shards', 'Split'].sort(),
+      [
+        'AlreadyStarted',
+        'DedupInstructions',
+        'DedupTexts',
+        'DuplicateEvent?',
+        'InduceShards',
+        'JudgeShards',
+        'Merge',
+        'Split',
+      ].sort(),
     );
     expect(definition.States.Split).toMatchObject({
       Type: 'Task',
@@ -420,32 +436,63 @@ describe('PipelineStack state machine', () => {
     expect(definition.States['DuplicateEvent?']).toEqual({
       Type: 'Choice',
       Choices: [{ Variable: '$.duplicate', BooleanEquals: true, Next: 'AlreadyStarted' }],
-      Default: 'Shards',
+      Default: 'DedupTexts',
     });
     expect(definition.States.AlreadyStarted).toEqual({ Type: 'Succeed' });
-    expect(definition.States.Shards).toMatchObject({ Type: 'Map', Next: 'Merge' });
-    expect(Object.keys(itemStates).sort()).toEqual([...MODEL_TASKS, 'ModelUnusable', 'ShardFailed'].sort());
+    expect(definition.States.DedupTexts).toMatchObject({ Type: 'Task', Next: 'InduceShards' });
+    expect(definition.States.InduceShards).toMatchObject({ Type: 'Map', Next: 'DedupInstructions' });
+    expect(definition.States.DedupInstructions).toMatchObject({ Type: 'Task', Next: 'JudgeShards' });
+    expect(definition.States.JudgeShards).toMatchObject({ Type: 'Map', Next: 'Merge' });
+    expect(Object.keys(induceStates).sort()).toEqual(['Induce', 'InduceModelUnusable', 'InduceShardFailed']);
+    expect(Object.keys(judgeStates).sort()).toEqual(
+      [...JUDGE_TASKS, 'JudgeModelUnusable', 'JudgeShardFailed'].sort(),
+    );
   });
 
-  it('maps over $.shards inline with the configured MaxConcurrency and a runId/shard item', () => {
+  it('runs each dedup pass over the whole run, keeping the shard list for the next Map', () => {
     // Prepare
     const { resources } = mixed();
 
     // Act
-    const { shards } = statesOf(resources);
+    const { definition } = statesOf(resources);
 
     // Assess
-    expect(shards).toMatchObject({
-      ItemsPath: '$.shards',
-      MaxConcurrency: MIXED.concurrency,
-      ResultPath: '$.shardResults',
-      ItemSelector: { 'runId.$': '$.runId', 'shard.$': '$$.Map.Item.Value' },
-      ItemProcessor: { ProcessorConfig: { Mode: 'INLINE' }, StartAt: 'Induce' },
-    });
-    expect(shards).not.toHaveProperty('ItemReader');
+    for (const [name, field, resultPath] of [
+      ['DedupTexts', 'text', '$.texts'],
+      ['DedupInstructions', 'instruction', '$.instructions'],
+    ])
+      expect(definition.States[name as string]).toMatchObject({
+        TimeoutSeconds: 900,
+        Parameters: { Payload: { 'runId.$': '$.runId', field } },
+        ResultSelector: { 'shards.$': '$.Payload.shards', 'records.$': '$.Payload.records' },
+        ResultPath: resultPath,
+      });
   });
 
-  it('retries Split and Merge after a store failure or a timeout, as both redo their work whole', () => {
+  it('maps inline over the shards each dedup pass hands on, with the configured MaxConcurrency', () => {
+    // Prepare
+    const { resources } = mixed();
+
+    // Act
+    const { induceShards, judgeShards } = statesOf(resources);
+
+    // Assess
+    for (const [map, itemsPath, resultPath, startAt] of [
+      [induceShards, '$.texts.shards', '$.induceResults', 'Induce'],
+      [judgeShards, '$.instructions.shards', '$.shardResults', 'Filter'],
+    ] as const) {
+      expect(map).toMatchObject({
+        ItemsPath: itemsPath,
+        MaxConcurrency: MIXED.concurrency,
+        ResultPath: resultPath,
+        ItemSelector: { 'runId.$': '$.runId', 'shard.$': '$$.Map.Item.Value' },
+        ItemProcessor: { ProcessorConfig: { Mode: 'INLINE' }, StartAt: startAt },
+      });
+      expect(map).not.toHaveProperty('ItemReader');
+    }
+  });
+
+  it('retries Split, the dedup passes and Merge after a store failure or a timeout, as they redo their work whole', () => {
     // Prepare
     const { resources } = mixed();
 
@@ -453,7 +500,7 @@ describe('PipelineStack state machine', () => {
     const states = statesOf(resources).definition.States;
 
     // Assess
-    for (const name of ['Split', 'Merge']) {
+    for (const name of ['Split', 'DedupTexts', 'DedupInstructions', 'Merge']) {
       expect((states[name] as State).Retry).toEqual(
         expect.arrayContaining([
           {
@@ -473,54 +520,61 @@ describe('PipelineStack state machine', () => {
     const { resources } = mixed();
 
     // Act
-    const { itemStates } = statesOf(resources);
+    const { induceStates, judgeStates } = statesOf(resources);
 
     // Assess
-    for (const [index, name] of MODEL_TASKS.entries()) {
-      const task = itemStates[name] as State;
-      expect(task).toMatchObject({ Type: 'Task', TimeoutSeconds: 900, OutputPath: '$.Payload' });
-      expect(task.Parameters['Payload.$']).toBe('$');
-      expect(task.Next ?? 'End').toBe(MODEL_TASKS[index + 1] ?? 'End');
-      expect(task.Retry).toEqual(
-        expect.arrayContaining([
-          {
-            ErrorEquals: ['ModelThrottledError'],
-            IntervalSeconds: 10,
-            BackoffRate: 2,
-            MaxAttempts: 8,
-            MaxDelaySeconds: 300,
-            JitterStrategy: 'FULL',
-          },
-          {
-            ErrorEquals: [
-              'ModelTransientError',
-              'StoreTransientError',
-              'Lambda.TooManyRequestsException',
-              'States.Timeout',
-              'Sandbox.Timedout',
-            ],
-            IntervalSeconds: 2,
-            BackoffRate: 2,
-            MaxAttempts: 4,
-            JitterStrategy: 'FULL',
-          },
-          expect.objectContaining({ ErrorEquals: expect.arrayContaining(['Lambda.ServiceException']) }),
-        ]),
-      );
-      expect(task.Catch).toEqual([
-        { ErrorEquals: ['ModelConfigError'], Next: 'ModelUnusable' },
-        { ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: 'ShardFailed' },
-      ]);
-    }
-    expect(itemStates.ModelUnusable).toMatchObject({ Type: 'Fail', Error: 'ModelConfigError' });
-    expect(itemStates.ShardFailed).toEqual({
-      Type: 'Pass',
-      Parameters: { 'shard.$': '$.shard', failed: true, 'error.$': '$.error.Error' },
-      End: true,
-    });
+    for (const [prefix, tasks, itemStates] of [
+      ['Induce', ['Induce'], induceStates],
+      ['Judge', JUDGE_TASKS, judgeStates],
+    ] as const)
+      for (const [index, name] of tasks.entries()) {
+        const task = itemStates[name] as State;
+        expect(task).toMatchObject({ Type: 'Task', TimeoutSeconds: 900, OutputPath: '$.Payload' });
+        expect(task.Parameters['Payload.$']).toBe('$');
+        expect(task.Next ?? 'End').toBe(tasks[index + 1] ?? 'End');
+        expect(task.Retry).toEqual(
+          expect.arrayContaining([
+            {
+              ErrorEquals: ['ModelThrottledError'],
+              IntervalSeconds: 10,
+              BackoffRate: 2,
+              MaxAttempts: 8,
+              MaxDelaySeconds: 300,
+              JitterStrategy: 'FULL',
+            },
+            {
+              ErrorEquals: [
+                'ModelTransientError',
+                'StoreTransientError',
+                'Lambda.TooManyRequestsException',
+                'States.Timeout',
+                'Sandbox.Timedout',
+              ],
+              IntervalSeconds: 2,
+              BackoffRate: 2,
+              MaxAttempts: 4,
+              JitterStrategy: 'FULL',
+            },
+            expect.objectContaining({ ErrorEquals: expect.arrayContaining(['Lambda.ServiceException']) }),
+          ]),
+        );
+        expect(task.Catch).toEqual([
+          { ErrorEquals: ['ModelConfigError'], Next: `${prefix}ModelUnusable` },
+          { ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: `${prefix}ShardFailed` },
+        ]);
+        expect(itemStates[`${prefix}ModelUnusable`]).toMatchObject({
+          Type: 'Fail',
+          Error: 'ModelConfigError',
+        });
+        expect(itemStates[`${prefix}ShardFailed`]).toEqual({
+          Type: 'Pass',
+          Parameters: { 'shard.$': '$.shard', failed: true, 'error.$': '$.error.Error' },
+          End: true,
+        });
+      }
   });
 
-  it('hands Merge the run id and every shard result by JSON path', () => {
+  it('hands Merge the run id and the shard results of both Maps by JSON path', () => {
     // Prepare
     const { resources } = mixed();
 
@@ -533,7 +587,13 @@ describe('PipelineStack state machine', () => {
       End: true,
       OutputPath: '$.Payload',
       TimeoutSeconds: 900,
-      Parameters: { Payload: { 'runId.$': '$.runId', 'shardResults.$': '$.shardResults' } },
+      Parameters: {
+        Payload: {
+          'runId.$': '$.runId',
+          'induceResults.$': '$.induceResults',
+          'shardResults.$': '$.shardResults',
+        },
+      },
     });
   });
 
@@ -544,14 +604,16 @@ describe('PipelineStack state machine', () => {
       resolve({ 'Fn::GetAtt': [functionOf(resources, stage).logicalId, 'Arn'] }, resources);
 
     // Act
-    const { definition, itemStates } = statesOf(resources);
+    const { definition, induceStates, judgeStates } = statesOf(resources);
 
     // Assess
     expect(definition.States.Split?.Parameters.FunctionName).toBe(arnOf('split'));
-    expect(itemStates.Induce?.Parameters.FunctionName).toBe(arnOf('induce'));
-    expect(itemStates.Filter?.Parameters.FunctionName).toBe(arnOf('filter'));
-    expect(itemStates.Respond?.Parameters.FunctionName).toBe(arnOf('respond'));
-    expect(itemStates.Evaluate?.Parameters.FunctionName).toBe(arnOf('evaluate'));
+    expect(definition.States.DedupTexts?.Parameters.FunctionName).toBe(arnOf('dedup'));
+    expect(definition.States.DedupInstructions?.Parameters.FunctionName).toBe(arnOf('dedup'));
+    expect(induceStates.Induce?.Parameters.FunctionName).toBe(arnOf('induce'));
+    expect(judgeStates.Filter?.Parameters.FunctionName).toBe(arnOf('filter'));
+    expect(judgeStates.Respond?.Parameters.FunctionName).toBe(arnOf('respond'));
+    expect(judgeStates.Evaluate?.Parameters.FunctionName).toBe(arnOf('evaluate'));
     expect(definition.States.Merge?.Parameters.FunctionName).toBe(arnOf('merge'));
   });
 

@@ -26,7 +26,7 @@ describe('npx cdk synth', () => {
 
     const template = JSON.parse(readFileSync(join(out, 'SaferInstruct.template.json'), 'utf8'));
     const types = Object.values(template.Resources as Record<string, { Type: string }>).map((r) => r.Type);
-    expect(types.filter((t) => t === 'AWS::Lambda::Function')).toHaveLength(6);
+    expect(types.filter((t) => t === 'AWS::Lambda::Function')).toHaveLength(7);
     expect(types).toContain('AWS::StepFunctions::StateMachine');
     expect(existsSync(join(out, 'SaferInstruct.assets.json'))).toBe(true);
   }, 180_000);

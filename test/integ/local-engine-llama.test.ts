@@ -17,7 +17,7 @@ describe('a local run with an in-process GGUF model', () => {
     const config = parseConfig({
       models: { induce: spec, filter: spec, respond: spec, evaluate: spec },
       shardSize: 20,
-      input: { maxTextChars: 2000 },
+      quality: { lengths: { rejected: { max: 2000 } } },
       stages: {
         induce: { maxTokens: 16 },
         filter: { maxTokens: 48, threshold: 1 },

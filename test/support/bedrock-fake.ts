@@ -248,7 +248,7 @@ export function preferFakeAnswers(request: ConverseRequestRecord): FakeReply | u
   return { toolInput: { preferred: aIsChosen ? 'A' : 'B', rationale: 'It is safe.', score: 5 } };
 }
 
-/** The deterministic default: a schema-shaped tool input, or a text derived from the user message. */
+/** The deterministic default: a schema-shaped tool input, or a text derived from the data in the user message. */
 function defaultReply(record: ConverseRequestRecord, malformed: boolean): FakeReply {
   if (record.hasToolConfig) {
     const name = forcedToolName(record.body);
@@ -259,7 +259,9 @@ function defaultReply(record: ConverseRequestRecord, malformed: boolean): FakeRe
     return { toolInput: malformed ? malformedFor(schema) : sampleFor(schema) };
   }
   const prompt = userText(record.body);
-  const words = prompt.split(/\s+/).filter(Boolean).slice(0, 8).join(' ');
+  // The data a prompt carries sits in its last tagged block: answer from it, as a model would.
+  const data = [...prompt.matchAll(/<(response|request)>([\s\S]*?)<\/\1>/g)].pop()?.[2] ?? prompt;
+  const words = data.split(/\s+/).filter(Boolean).slice(0, 8).join(' ');
   return { text: `Fake answer ${shortHash(prompt)}: ${words}` };
 }
 

@@ -58,9 +58,9 @@ export class FakeModel implements ModelClient {
 function defaultGenerate(req: GenerateRequest): string {
   const response = [...req.prompt.matchAll(/<response>([\s\S]*?)<\/response>/g)].pop()?.[1];
   if (response !== undefined)
-    return `Write a short post that says: ${response.split(/\s+/).slice(0, 6).join(' ')}`;
+    return `Write a post saying: ${response.split(/\s+/).slice(0, 12).join(' ')}`;
   const request = between(req.prompt, 'request');
-  return `${FAKE_SAFE_PREFIX}, because it could hurt people. I can help with a respectful version of "${request.slice(0, 40)}" instead.`;
+  return `${FAKE_SAFE_PREFIX}. Rather than "${request.replace(/^Write a post saying: /, '')}", I can help you say how you feel instead.`;
 }
 
 function defaultJudge(req: GenerateRequest & { toolName: string }): unknown {

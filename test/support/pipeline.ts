@@ -1,5 +1,6 @@
 import { type PipelineConfig, type PipelineConfigInput, parseConfig } from '../../lib/pipeline/config.js';
 import type { StageDeps } from '../../lib/pipeline/deps.js';
+import { dedup } from '../../lib/pipeline/stages/dedup.js';
 import { split } from '../../lib/pipeline/stages/split.js';
 import { FsStore } from '../../lib/pipeline/store/fs-store.js';
 import { FakeModel, fakeRegistry } from './fake-model.js';
@@ -45,3 +46,11 @@ export const readJsonl = async <T = Record<string, unknown>>(store: FsStore, key
     .split('\n')
     .filter(Boolean)
     .map((line) => JSON.parse(line) as T);
+
+/** The dedup pass over texts, called as a shard stage is: it covers every shard of the run at once. */
+export const dedupTexts = (task: { runId: string }, deps: StageDeps) =>
+  dedup({ runId: task.runId, field: 'text' }, deps);
+
+/** The dedup pass over instructions, called as a shard stage is. */
+export const dedupInstructions = (task: { runId: string }, deps: StageDeps) =>
+  dedup({ runId: task.runId, field: 'instruction' }, deps);

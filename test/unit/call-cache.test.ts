@@ -12,7 +12,14 @@ import { induce } from '../../lib/pipeline/stages/induce.js';
 import { respond } from '../../lib/pipeline/stages/respond.js';
 import { FsStore } from '../../lib/pipeline/store/fs-store.js';
 import { FakeModel } from '../support/fake-model.js';
-import { fakeDeps, putAndSplit, readJsonl, type TestDeps } from '../support/pipeline.js';
+import {
+  dedupInstructions,
+  dedupTexts,
+  fakeDeps,
+  putAndSplit,
+  readJsonl,
+  type TestDeps,
+} from '../support/pipeline.js';
 import { tempDir } from '../support/temp.js';
 
 const request: GenerateRequest = { system: 'Be brief.', prompt: 'Say hi.', maxTokens: 64, temperature: 0 };
@@ -61,7 +68,7 @@ describe('CallCache', () => {
 
 const texts = ['You people are vermin.', 'Everyone from that town is a thief.', 'I hope you get hurt.'];
 const body = texts.map((text, i) => JSON.stringify({ id: `t${i}`, text })).join('\n');
-const STAGES = [induce, filter, respond, evaluate];
+const STAGES = [dedupTexts, induce, dedupInstructions, filter, respond, evaluate];
 let executions = 0;
 
 /** Runs every stage over shard 00000 of a fresh store, with the given cache and model. */
@@ -150,6 +157,7 @@ describe('model stages with a call cache', () => {
     const cache = new CallCache(new FsStore(tempDir()));
     const setup = fakeDeps(new FakeModel(), { callConcurrency: 3 });
     const { runId } = await putAndSplit(setup.deps, 'texts.jsonl', body);
+    await dedupTexts({ runId }, setup.deps);
     const task = { runId, shard: '00000' };
     const flaky = new FakeModel('bedrock:fake', {
       generate: async (req) => {
@@ -173,6 +181,7 @@ describe('model stages with a call cache', () => {
     const cache = new CallCache(new FsStore(tempDir()));
     const setup = fakeDeps(new FakeModel(), { callConcurrency: 1 });
     const { runId } = await putAndSplit(setup.deps, 'texts.jsonl', body);
+    await dedupTexts({ runId }, setup.deps);
     const task = { runId, shard: '00000' };
     let calls = 0;
     const flaky = new FakeModel('bedrock:fake', {
@@ -222,6 +231,7 @@ describe('a governed model stage', () => {
     const setup = fakeDeps(throttling, { retry: { baseDelayMs: 1, maxDelayMs: 2 } });
     const deps = { ...setup.deps, governors: new GovernorPool({ sharedByShards: true }) };
     const { runId } = await putAndSplit(deps, 'texts.jsonl', body);
+    await dedupTexts({ runId }, deps);
 
     const result = await induce({ runId, shard: '00000' }, deps);
 

@@ -1,5 +1,8 @@
+import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { AccountingError } from '../../lib/pipeline/errors.js';
+import { EXPORT_FORMATS } from '../../lib/pipeline/export/formats.js';
+import { readParquetRows } from '../../lib/pipeline/export/parquet.js';
 import { outputKey, shardKey } from '../../lib/pipeline/keys.js';
 import type { Pair, Reject } from '../../lib/pipeline/schemas.js';
 import { evaluate } from '../../lib/pipeline/stages/evaluate.js';
@@ -7,24 +10,29 @@ import { filter } from '../../lib/pipeline/stages/filter.js';
 import { induce } from '../../lib/pipeline/stages/induce.js';
 import { merge } from '../../lib/pipeline/stages/merge.js';
 import { respond } from '../../lib/pipeline/stages/respond.js';
-import { fakeDeps, putAndSplit, readJsonl } from '../support/pipeline.js';
+import { FakeModel } from '../support/fake-model.js';
+import { dedupInstructions, dedupTexts, fakeDeps, putAndSplit, readJsonl } from '../support/pipeline.js';
 
-const body = Array.from({ length: 6 }, (_, i) =>
-  JSON.stringify({ id: `p${i}`, text: `post number ${i}` }),
-).join('\n');
+const posts = [
+  'The ferry to the island leaves at noon every day.',
+  'My neighbour keeps parking across my driveway.',
+  'Nobody in this office ever refills the printer.',
+  'That referee ruined the whole match for us.',
+  'The new bakery on Main Street burns every loaf.',
+  'Our landlord has not fixed the heating since March.',
+];
+const body = posts.map((text, i) => JSON.stringify({ id: `p${i}`, text })).join('\n');
 
 /** Splits six records into three shards of two and runs every stage on the shards listed. */
 async function prepare(complete: string[], partial: Record<string, 'induce' | 'filter'> = {}) {
   const setup = fakeDeps(undefined, { shardSize: 2 });
   const { runId, shards } = await putAndSplit(setup.deps, 'posts.jsonl', body);
-  for (const shard of shards) {
-    const stages = complete.includes(shard)
-      ? [induce, filter, respond, evaluate]
-      : partial[shard] === 'filter'
-        ? [induce]
-        : [];
-    for (const stage of stages) await stage({ runId, shard }, setup.deps);
-  }
+  await dedupTexts({ runId }, setup.deps);
+  for (const shard of shards)
+    if (complete.includes(shard) || partial[shard]) await induce({ runId, shard }, setup.deps);
+  await dedupInstructions({ runId }, setup.deps);
+  for (const shard of complete)
+    for (const stage of [filter, respond, evaluate]) await stage({ runId, shard }, setup.deps);
   return { ...setup, runId, shards };
 }
 
@@ -92,5 +100,111 @@ describe('merge', () => {
 
     expect(await store.tryGet(outputKey(runId, 'rejects.jsonl'))).toBeUndefined();
     expect(await store.tryGet(outputKey(runId, 'pairs.jsonl'))).toBeUndefined();
+  });
+});
+
+describe('merge curation and exports', () => {
+  /** Runs six distinct posts through every stage with a model whose chosen response and score are given. */
+  async function run(respondWith: (i: number) => string, overrides = {}) {
+    const score = (prompt: string) => 2 + (posts.findIndex((p) => prompt.includes(p.slice(0, 30))) % 4);
+    const model = new FakeModel('bedrock:fake', {
+      generate: (req) => {
+        const response = /<response>([\s\S]*?)<\/response>/.exec(
+          req.prompt.split('### Response:').pop() ?? '',
+        );
+        if (response) return `Write a post saying: ${response[1]}`;
+        const i = posts.findIndex((p) => req.prompt.includes(p.slice(0, 30)));
+        return respondWith(i);
+      },
+      judge: (req) =>
+        req.toolName === 'record_preference'
+          ? {
+              preferred: /<response_a>(I will not|Sorry)/.test(req.prompt) ? 'A' : 'B',
+              rationale: 'Declines.',
+              score: score(req.prompt),
+            }
+          : { rationale: 'Fits.', score: 4 },
+    });
+    const setup = fakeDeps(model, { shardSize: 2, stages: { evaluate: { threshold: 1 } }, ...overrides });
+    const { runId, shards } = await putAndSplit(setup.deps, 'posts.jsonl', body);
+    await dedupTexts({ runId }, setup.deps);
+    for (const shard of shards) await induce({ runId, shard }, setup.deps);
+    await dedupInstructions({ runId }, setup.deps);
+    for (const shard of shards)
+      for (const stage of [filter, respond, evaluate]) await stage({ runId, shard }, setup.deps);
+    const result = await merge({ runId }, setup.deps);
+    return { ...setup, runId, result };
+  }
+
+  it('caps pairs that share a near-identical chosen response, keeping the best scored and naming it', async () => {
+    // Prepare
+    const same =
+      'I will not help with that, because it insults a real person. I can help you write a fair review instead.';
+
+    // Act
+    const { store, runId, result } = await run(() => same, { quality: { maxNearIdenticalChosen: 2 } });
+
+    // Assess
+    const pairs = await readJsonl<Pair>(store, outputKey(runId, 'pairs.jsonl'));
+    const rejects = await readJsonl<Reject>(store, outputKey(runId, 'rejects.jsonl'));
+    // Scores by post: 2, 3, 4, 5, 2, 3: the two best are p3 (5) and p2 (4).
+    expect(pairs.map((p) => p.id).sort()).toEqual(['p2', 'p3']);
+    expect(rejects.map((r) => [r.id, r.stage, r.reason, r.duplicateOf])).toEqual(
+      ['p0', 'p1', 'p4', 'p5'].map((id) => [id, 'merge', 'near-identical-chosen', 'p3']),
+    );
+    expect(result).toMatchObject({ pairs: 2, rejects: 4 });
+  });
+
+  it('reports the stock-refusal share, distinct-n and the most frequent chosen responses', async () => {
+    // Prepare
+    const refusal = "Sorry, but I can't assist with that.";
+    const own = (i: number) =>
+      `I will not help with that, since it targets someone. Instead, tell me what upset you about post ${'abcdef'[i]} and we can find words that are fair.`;
+
+    // Act
+    const { store, runId } = await run((i) => (i < 2 ? refusal : own(i)), {
+      quality: { rejectStockRefusals: false, maxNearIdenticalChosen: 10 },
+    });
+
+    // Assess
+    const report = JSON.parse(await store.get(outputKey(runId, 'report.json')));
+    expect(report.quality.chosen).toMatchObject({ pairs: 6, stockRefusals: 2, stockRefusalShare: 2 / 6 });
+    expect(report.quality.chosen.mostFrequent[0]).toEqual({ text: refusal, count: 2 });
+    expect(report.quality.chosen.distinct2).toBeGreaterThan(0);
+    expect(report.quality.chosen.distinct2).toBeLessThan(1);
+    expect(report.categories).toEqual({ '(none)': 6 });
+  });
+
+  it('writes every export, each valid against its schema, the Parquet file readable, and a dataset card', async () => {
+    // Prepare
+    const own = (i: number) =>
+      `I will not help with that. It is unfair to ${['the ferry', 'a neighbour', 'an office', 'a referee', 'a bakery', 'a landlord'][i]}; I can help you write a calm, specific complaint instead.`;
+
+    // Act
+    const { store, runId, result } = await run(own);
+
+    // Assess
+    const files = result.exportKeys.map((k) => k.split('/').pop());
+    expect(files).toEqual([
+      'dpo.jsonl',
+      'conversational.jsonl',
+      'nova-dpo.jsonl',
+      'pairs.parquet',
+      'README.md',
+    ]);
+    for (const format of Object.values(EXPORT_FORMATS)) {
+      const rows = await readJsonl(store, outputKey(runId, format.file));
+      expect(rows).toHaveLength(6);
+      for (const row of rows) expect(format.schema.safeParse(row).success).toBe(true);
+    }
+    const parquet = await readParquetRows(await readFile(store.pathOf(outputKey(runId, 'pairs.parquet'))));
+    const pairs = await readJsonl<Pair>(store, outputKey(runId, 'pairs.jsonl'));
+    expect(parquet.map((r) => [r.id, r.prompt, r.chosen, r.rejected])).toEqual(
+      pairs.map((p) => [p.id, p.prompt, p.chosen, p.rejected]),
+    );
+    const card = await store.get(outputKey(runId, 'README.md'));
+    expect(card).toMatch(/^---\n/);
+    expect(card).toContain(runId);
+    expect(card).toContain('nova-dpo.jsonl');
   });
 });

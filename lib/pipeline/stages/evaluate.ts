@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import type { StageDeps } from '../deps.js';
 import { renderTemplate } from '../prompts/templates.js';
-import { sameText, shortHash } from '../records.js';
+import { pairDefect } from '../quality/gates.js';
+import { shortHash } from '../records.js';
 import { RespondedRecord, type ShardResult, type ShardTask } from '../schemas.js';
 import { Rejection, runShardStage } from './shard-stage.js';
 
@@ -30,13 +31,11 @@ export async function evaluate(task: ShardTask, deps: StageDeps): Promise<ShardR
   return runShardStage(
     {
       stage: 'evaluate',
-      from: 'respond',
       schema: RespondedRecord,
       async handle(record, ctx): Promise<RespondedRecord | Rejection> {
-        if (!record.chosen.trim() || !record.text.trim() || !record.instruction.trim())
-          return new Rejection('empty-side', 'a side of the pair is empty');
-        if (sameText(record.chosen, record.text))
-          return new Rejection('chosen-equals-rejected', 'chosen and rejected are the same text');
+        // Checked before the judge is asked, and binding whatever it would say.
+        const defect = pairDefect(record, ctx.config.quality);
+        if (defect) return new Rejection(defect.reason, defect.detail);
         const { maxTokens, temperature, criteria, threshold } = ctx.config.stages.evaluate;
         const first = chosenFirst(record.id);
         const [a, b] = first ? [record.chosen, record.text] : [record.text, record.chosen];
@@ -63,6 +62,7 @@ export async function evaluate(task: ShardTask, deps: StageDeps): Promise<ShardR
           template: ctx.templateHash,
           score: verdict.score,
           rationale: verdict.rationale,
+          order: first ? ('chosen-first' as const) : ('rejected-first' as const),
         };
         return { ...record, trace: { ...record.trace, evaluate: trace } };
       },

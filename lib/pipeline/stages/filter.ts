@@ -20,7 +20,6 @@ export async function filter(task: ShardTask, deps: StageDeps): Promise<ShardRes
   return runShardStage(
     {
       stage: 'filter',
-      from: 'induce',
       schema: InducedRecord,
       async handle(record, ctx): Promise<InducedRecord | Rejection> {
         const { maxTokens, temperature, criteria, threshold } = ctx.config.stages.filter;

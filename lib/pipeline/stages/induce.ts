@@ -1,6 +1,7 @@
 import type { StageDeps } from '../deps.js';
 import { renderTemplate } from '../prompts/templates.js';
-import { normalizeText, sameText } from '../records.js';
+import { instructionDefect } from '../quality/gates.js';
+import { normalizeText } from '../records.js';
 import { type InducedRecord, InputRecord, type ShardResult, type ShardTask } from '../schemas.js';
 import { Rejection, runShardStage } from './shard-stage.js';
 
@@ -18,7 +19,6 @@ export async function induce(task: ShardTask, deps: StageDeps): Promise<ShardRes
   return runShardStage(
     {
       stage: 'induce',
-      from: 'split',
       schema: InputRecord,
       async handle(record, ctx): Promise<InducedRecord | Rejection> {
         const { maxTokens, temperature } = ctx.config.stages.induce;
@@ -29,9 +29,8 @@ export async function induce(task: ShardTask, deps: StageDeps): Promise<ShardRes
           temperature,
         });
         const instruction = cleanInstruction(raw);
-        if (instruction === '') return new Rejection('empty-instruction', 'the model wrote no instruction');
-        if (sameText(instruction, record.text))
-          return new Rejection('instruction-echoes-text', 'the instruction repeats the text');
+        const defect = instructionDefect(instruction, record.text, ctx.config.quality);
+        if (defect) return new Rejection(defect.reason, defect.detail);
         return {
           ...record,
           instruction,

@@ -1,7 +1,10 @@
 import { createInterface } from 'node:readline';
+import type { QualityConfig } from '../config.js';
 import { parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
 import { AccountingError } from '../errors.js';
+import { NO_CATEGORY } from '../export/dataset-card.js';
+import { writeExports } from '../export/write-exports.js';
 import {
   configKey,
   manifestKey,
@@ -14,6 +17,9 @@ import {
 } from '../keys.js';
 import { addStats, emptyStats } from '../ledger.js';
 import { templateFor, templateHash } from '../prompts/templates.js';
+import { stockRefusal } from '../quality/checks.js';
+import { DiversityTally } from '../quality/diversity.js';
+import { NearDuplicateIndex } from '../quality/near-duplicates.js';
 import {
   Manifest,
   type MergeInput,
@@ -22,6 +28,8 @@ import {
   type Pair,
   Reject,
   RespondedRecord,
+  SHARD_STAGES,
+  STAGES,
   type StageName,
   StageStats,
 } from '../schemas.js';
@@ -42,6 +50,51 @@ async function* storeLines(store: StageDeps['store'], key: string): AsyncGenerat
     crlfDelay: Number.POSITIVE_INFINITY,
   });
   for await (const line of lines) if (line.trim()) yield line;
+}
+
+/**
+ * Caps pairs that share a near-identical chosen response at `maxNearIdenticalChosen`: in each group of
+ * near-identical chosen responses (MinHash at the near-duplicate threshold), the pairs with the best
+ * evaluate scores, earliest first on a tie, stay; the others are returned, by id, with the id of the
+ * group's best pair. Reads the evaluate output of every complete shard.
+ */
+async function capNearIdenticalChosen(
+  store: StageDeps['store'],
+  runId: string,
+  manifest: Manifest,
+  quality: QualityConfig,
+): Promise<Map<string, { detail: string; duplicateOf: string }>> {
+  const index = new NearDuplicateIndex<number>({
+    threshold: quality.nearDuplicateThreshold,
+    permutations: quality.minhashPermutations,
+    shingleSize: quality.shingleSize,
+  });
+  const groups: { id: string; score: number }[][] = [];
+  for (const { shard } of manifest.shards) {
+    // A shard is complete exactly when its last stage's stats exist.
+    if ((await store.tryGet(shardStatsKey(runId, shard, 'evaluate'))) === undefined) continue;
+    for (const line of parseLines(await store.get(shardKey(runId, shard, 'evaluate')))) {
+      const record = RespondedRecord.parse(line);
+      const member = { id: record.id, score: record.trace.evaluate?.score ?? 0 };
+      const found = index.claim(record.chosen, groups.length);
+      if (found) groups[found.value]?.push(member);
+      else groups.push([member]);
+    }
+  }
+  const capped = new Map<string, { detail: string; duplicateOf: string }>();
+  const max = quality.maxNearIdenticalChosen;
+  for (const group of groups) {
+    if (group.length <= max) continue;
+    // Array.prototype.sort is stable: on equal scores, the earlier pair stays ahead.
+    const ranked = [...group].sort((a, b) => b.score - a.score);
+    const best = ranked[0] as { id: string };
+    for (const { id } of ranked.slice(max))
+      capped.set(id, {
+        detail: `${group.length} pairs share a near-identical chosen response; at most ${max} are kept`,
+        duplicateOf: best.id,
+      });
+  }
+  return capped;
 }
 
 /** The pair a verified record becomes. */
@@ -65,16 +118,19 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
   const manifest = Manifest.parse(JSON.parse(await store.get(manifestKey(runId))));
   const config = parseConfig(JSON.parse(await store.get(configKey(runId))), `run ${runId} config`);
   const failures = new Map(
-    input.shardResults.flatMap((r) => ('failed' in r ? [[r.shard, r.error] as const] : [])),
+    [...(input.induceResults ?? []), ...(input.shardResults ?? [])].flatMap((r) =>
+      'failed' in r ? [[r.shard, r.error] as const] : [],
+    ),
   );
 
-  const stats: Record<StageName, StageStats> = {
-    split: StageStats.parse(JSON.parse(await store.get(splitStatsKey(runId)))),
-    induce: emptyStats(),
-    filter: emptyStats(),
-    respond: emptyStats(),
-    evaluate: emptyStats(),
-  };
+  const stats = Object.fromEntries(STAGES.map((stage) => [stage, emptyStats()])) as Record<
+    StageName,
+    StageStats
+  >;
+  stats.split = StageStats.parse(JSON.parse(await store.get(splitStatsKey(runId))));
+  const capStarted = Date.now();
+  const capped = await capNearIdenticalChosen(store, runId, manifest, config.quality);
+  stats.merge.ms = Date.now() - capStarted;
   const failedShards: { shard: string; stage: StageName; error: string }[] = [];
   const completeShards: string[] = [];
   const rejectsByStage: Record<string, Record<string, number>> = {};
@@ -100,7 +156,7 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
     for (const { shard } of manifest.shards) {
       let survivors = parseLines(await store.get(shardKey(runId, shard, 'split'))) as Located[];
       let complete = true;
-      for (const stage of MODEL_STAGES) {
+      for (const stage of SHARD_STAGES) {
         const stageStats = await store.tryGet(shardStatsKey(runId, shard, stage));
         if (stageStats === undefined) {
           const error = failures.get(shard) ?? 'ShardIncomplete';
@@ -133,7 +189,11 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
         for (const reject of rejected) yield counted(reject);
       }
       if (complete) {
-        for (const { id } of survivors) count(id);
+        for (const { id, source, line } of survivors) {
+          const cap = capped.get(id);
+          if (cap === undefined) count(id);
+          else yield counted({ id, stage: 'merge', reason: 'near-identical-chosen', source, line, ...cap });
+        }
         completeShards.push(shard);
       }
     }
@@ -142,8 +202,22 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
   /** The pairs of the complete shards. */
   async function* allPairs(): AsyncGenerator<Pair> {
     for (const shard of completeShards)
-      for (const record of parseLines(await store.get(shardKey(runId, shard, 'evaluate'))))
-        yield toPair(RespondedRecord.parse(record));
+      for (const record of parseLines(await store.get(shardKey(runId, shard, 'evaluate')))) {
+        const pair = toPair(RespondedRecord.parse(record));
+        if (!capped.has(pair.id)) yield pair;
+      }
+  }
+  const chosen = new DiversityTally();
+  const categories: Record<string, number> = {};
+  let stockRefusals = 0;
+  async function* measured(pairs: AsyncIterable<Pair>): AsyncGenerator<Pair> {
+    for await (const pair of pairs) {
+      chosen.add(pair.chosen);
+      if (stockRefusal(pair.chosen)) stockRefusals++;
+      const category = pair.category ?? NO_CATEGORY;
+      categories[category] = (categories[category] ?? 0) + 1;
+      yield pair;
+    }
   }
 
   const keys = {
@@ -157,7 +231,9 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
     throw new AccountingError(
       `run ${runId}: ${manifest.records} records came in but ${pairCount} pairs + ${rejectCount} rejects went out`,
     );
-  await store.putStream(keys.pairsKey, jsonlChunks(allPairs()));
+  await store.putStream(keys.pairsKey, jsonlChunks(measured(allPairs())));
+  stats.merge = { ...stats.merge, in: capped.size + pairCount, out: pairCount, rejected: capped.size };
+  const diversity = chosen.summary();
 
   const totals = Object.values(stats).reduce(addStats, emptyStats());
   const report = {
@@ -179,8 +255,21 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
       retries: totals.retries,
     },
     rejectsByStage,
+    quality: {
+      chosen: {
+        pairs: pairCount,
+        stockRefusals,
+        stockRefusalShare: pairCount === 0 ? 0 : stockRefusals / pairCount,
+        distinct1: diversity.distinct1,
+        distinct2: diversity.distinct2,
+        mostFrequent: diversity.top,
+      },
+      cappedNearIdenticalChosen: capped.size,
+      settings: config.quality,
+    },
     failedShards,
     models: config.models,
+    thresholds: { filter: config.stages.filter.threshold, evaluate: config.stages.evaluate.threshold },
     templates: Object.fromEntries(
       MODEL_STAGES.map((s) => [s, templateHash(templateFor(s, config.stages[s].template))]),
     ),
@@ -191,6 +280,29 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
       balanced: true,
     },
   };
-  await store.put(keys.reportKey, `${JSON.stringify(report, null, 2)}\n`);
-  return { runId, pairs: pairCount, rejects: rejectCount, ...keys };
+  const exportKeys = await writeExports(store, runId, allPairs, {
+    runId,
+    created: report.finishedAt,
+    input: { key: manifest.inputKey, records: manifest.records },
+    pairs: pairCount,
+    rejects: rejectCount,
+    stages: stats,
+    rejectsByStage,
+    categories,
+    models: config.models,
+    templates: report.templates,
+    quality: config.quality,
+    thresholds: report.thresholds,
+    figures: {
+      stockRefusalShare: report.quality.chosen.stockRefusalShare,
+      distinct2: diversity.distinct2,
+      topChosen: [...diversity.top],
+    },
+  });
+  // Written last: a report names outputs that all exist.
+  await store.put(
+    keys.reportKey,
+    `${JSON.stringify({ ...report, categories, exports: exportKeys }, null, 2)}\n`,
+  );
+  return { runId, pairs: pairCount, rejects: rejectCount, ...keys, exportKeys };
 }

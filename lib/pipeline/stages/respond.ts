@@ -1,6 +1,7 @@
 import type { StageDeps } from '../deps.js';
 import { renderTemplate } from '../prompts/templates.js';
-import { normalizeText, sameText } from '../records.js';
+import { chosenDefect } from '../quality/gates.js';
+import { normalizeText } from '../records.js';
 import { InducedRecord, type RespondedRecord, type ShardResult, type ShardTask } from '../schemas.js';
 import { Rejection, runShardStage } from './shard-stage.js';
 
@@ -9,7 +10,6 @@ export async function respond(task: ShardTask, deps: StageDeps): Promise<ShardRe
   return runShardStage(
     {
       stage: 'respond',
-      from: 'filter',
       schema: InducedRecord,
       async handle(record, ctx): Promise<RespondedRecord | Rejection> {
         const { maxTokens, temperature } = ctx.config.stages.respond;
@@ -21,9 +21,8 @@ export async function respond(task: ShardTask, deps: StageDeps): Promise<ShardRe
             temperature,
           }),
         );
-        if (chosen === '') return new Rejection('empty-response', 'the model wrote no response');
-        if (sameText(chosen, record.text))
-          return new Rejection('chosen-equals-rejected', 'the response repeats the rejected text');
+        const defect = chosenDefect({ ...record, chosen }, ctx.config.quality);
+        if (defect) return new Rejection(defect.reason, defect.detail);
         return {
           ...record,
           chosen,

@@ -8,12 +8,12 @@ import { type CachedCall, callKey } from '../models/call-cache.js';
 import type { GenerateRequest, JudgeRequest, ModelClient, Usage } from '../models/model-client.js';
 import { type PromptTemplate, templateFor, templateHash } from '../prompts/templates.js';
 import {
+  inputStageOf,
   type ModelStage,
   type Reject,
   RunMarker,
   type ShardResult,
   type ShardTask,
-  type StageName,
   StageStats,
 } from '../schemas.js';
 import { toJsonl } from '../store/store.js';
@@ -40,7 +40,6 @@ export interface StageContext {
 
 interface ShardStageSpec<I extends { id: string; source: string; line: number }, O> {
   readonly stage: ModelStage;
-  readonly from: StageName;
   readonly schema: z.ZodType<I>;
   readonly handle: (record: I, ctx: StageContext) => Promise<O | Rejection>;
 }
@@ -82,6 +81,7 @@ export async function runShardStage<I extends { id: string; source: string; line
   const started = Date.now();
   const { store } = deps;
   const { runId, shard } = task;
+  const from = inputStageOf(spec.stage);
   // A stage is complete exactly when its stats exist: a resumed or redriven run skips it.
   // Stats cut short (a power loss before the disk caught up) count as absent: the stage runs again.
   const done = StageStats.safeParse(
@@ -203,7 +203,7 @@ export async function runShardStage<I extends { id: string; source: string; line
     },
   };
 
-  const lines = (await store.get(shardKey(runId, shard, spec.from))).split('\n').filter((l) => l.trim());
+  const lines = (await store.get(shardKey(runId, shard, from))).split('\n').filter((l) => l.trim());
   const rejects: Reject[] = [];
   const parsed: I[] = [];
   for (const [index, text] of lines.entries()) {
@@ -216,7 +216,7 @@ export async function runShardStage<I extends { id: string; source: string; line
         stage: spec.stage,
         reason: 'corrupt-record',
         detail: result.error.message.slice(0, 300),
-        source: spec.from,
+        source: from,
         line: null,
       });
     }

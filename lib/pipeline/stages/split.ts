@@ -13,7 +13,8 @@ import {
   splitStatsKey,
 } from '../keys.js';
 import { emptyStats } from '../ledger.js';
-import { dedupKey, normalizeText, recordIdFor, runIdFor } from '../records.js';
+import { spreadsheetArtifact } from '../quality/checks.js';
+import { normalizeText, recordIdFor, runIdFor } from '../records.js';
 import {
   type InputRecord,
   Manifest,
@@ -53,7 +54,7 @@ const scalar = (v: unknown) => (typeof v === 'string' || typeof v === 'number' ?
 function validateRow(row: RawRow, source: string, config: PipelineConfig): Validated {
   if ('error' in row)
     return { reject: { id: recordIdFor(source, row.line), ...row.error, source, line: row.line } };
-  const { textField, idField, categoryField, maxTextChars } = config.input;
+  const { textField, idField, categoryField } = config.input;
   const { [textField]: rawText, [idField]: rawId, [categoryField]: rawCategory, ...rest } = row.fields;
   const givenId = scalar(rawId);
   // A field that cannot serve as id or category is kept as metadata rather than dropped.
@@ -63,7 +64,7 @@ function validateRow(row: RawRow, source: string, config: PipelineConfig): Valid
     ...(rawCategory !== undefined && !scalar(rawCategory) ? { [categoryField]: rawCategory } : {}),
   };
   const recordId = givenId || recordIdFor(source, row.line);
-  const checked = checkText(rawText, textField, maxTextChars);
+  const checked = checkText(rawText, textField, config.quality.lengths.rejected);
   if (!('text' in checked)) return { reject: { id: recordId, ...checked, source, line: row.line } };
   const { text } = checked;
   const category = scalar(rawCategory) || null;
@@ -74,7 +75,7 @@ function validateRow(row: RawRow, source: string, config: PipelineConfig): Valid
 function checkText(
   rawText: unknown,
   textField: string,
-  maxTextChars: number,
+  bounds: { min: number; max: number },
 ): { text: string } | { reason: string; detail: string } {
   if (rawText === undefined || rawText === null)
     return { reason: 'missing-text', detail: `no "${textField}" field` };
@@ -82,8 +83,12 @@ function checkText(
     return { reason: 'missing-text', detail: `"${textField}" is a ${typeof rawText}, not text` };
   const text = normalizeText(rawText);
   if (text === '') return { reason: 'empty-text', detail: `"${textField}" is empty` };
-  if (text.length > maxTextChars)
-    return { reason: 'text-too-long', detail: `${text.length} characters, limit ${maxTextChars}` };
+  if (text.length > bounds.max)
+    return { reason: 'text-too-long', detail: `${text.length} characters, limit ${bounds.max}` };
+  if (text.length < bounds.min)
+    return { reason: 'text-too-short', detail: `${text.length} characters, at least ${bounds.min}` };
+  const artifact = spreadsheetArtifact(text);
+  if (artifact) return { reason: 'spreadsheet-artifact', detail: artifact.detail };
   // Bytes that are not UTF-8 never get this far (the readers reject them); a NUL can, as a JSON escape.
   if (text.includes('\0')) return { reason: 'binary-content', detail: 'the text holds NUL bytes' };
   return { text };
@@ -148,9 +153,6 @@ class DigestTable {
 
 const idDigest = (id: string): Buffer => createHash('sha256').update(id).digest();
 
-/** The text's dedup key as bytes: `dedupKey` is the one definition of texts that count as the same. */
-const textDigest = (text: string): Buffer => Buffer.from(dedupKey(text), 'hex');
-
 /** The split of an earlier attempt of this execution, when it finished: its stats are written last. */
 async function finishedSplit(store: StageDeps['store'], runId: string): Promise<SplitResult | undefined> {
   if ((await store.tryGet(splitStatsKey(runId))) === undefined) return undefined;
@@ -166,7 +168,7 @@ interface Tally {
 }
 
 /**
- * Validates each row, drops duplicate ids and texts, writes full shards as it goes and yields the
+ * Validates each row, drops duplicate ids (duplicate texts are the dedup stage's), writes full shards as it goes and yields the
  * rejects, so neither records nor rejects pile up in memory. An input without a single row is an
  * InputError.
  */
@@ -186,7 +188,6 @@ async function* sortRows(
   // Sized from the line count up front, but not so far that a file of blank lines could claim gigabytes.
   const expected = Math.min(lines, 1 << 20);
   const seenIds = new DigestTable(expected);
-  const seenTexts = new DigestTable(expected);
   let buffer: InputRecord[] = [];
   const flush = async () => {
     if (buffer.length === 0) return;
@@ -223,12 +224,6 @@ async function* sortRows(
       yield { ...splitReject(record, 'duplicate-id', `id "${record.id}" appeared earlier`), id };
       continue;
     }
-    const first = seenTexts.claim(textDigest(record.text), record.line);
-    if (first !== undefined) {
-      tally.rejected++;
-      yield splitReject(record, 'duplicate-text', `same text as line ${first}`);
-      continue;
-    }
     buffer.push(record);
     if (buffer.length >= shardSize) await flush();
   }
@@ -241,7 +236,7 @@ async function* sortRows(
 
 /**
  * The first stage: claims the run (once per input object version), validates and normalizes each
- * record, drops exact duplicates, and writes shards, rejects and a manifest. Reading streams, so
+ * record, drops records whose id was taken, and writes shards, rejects and a manifest. Reading streams, so
  * memory stays bounded whatever the input's size; a retry of an execution whose split finished returns
  * what it wrote without reading the input again.
  */
