@@ -14,6 +14,7 @@ import { InputError } from '../pipeline/errors.js';
 import { CallCache } from '../pipeline/models/call-cache.js';
 import { ModelRegistry } from '../pipeline/models/registry.js';
 import { FsStore } from '../pipeline/store/fs-store.js';
+import { auditCommand } from './audit-command.js';
 
 /** Where the CLI writes, and the argument parser it uses; injectable for tests. */
 export interface CliIo {
@@ -24,6 +25,7 @@ export interface CliIo {
 
 const USAGE = `Usage: safer-instruct run <input.jsonl|input.csv> --out <dir> [options]
        safer-instruct run --resume <runId> --out <dir>
+       safer-instruct audit <dataset> [--json] [--fail-on <rule>=<max-rate>]  (see audit --help)
 
 Builds preference pairs (prompt, chosen, rejected) from unlabeled texts with the Safer-Instruct
 method, running the deployed state machine locally.
@@ -112,6 +114,10 @@ function progressPrinter(write: (line: string) => void) {
       write(`split     ${event.records} records -> ${event.shards} shards (run ${event.runId})`);
     } else if (event.type === 'stage') {
       if (event.stage === 'merge') return;
+      if (event.stage.startsWith('dedup')) {
+        write(`${event.stage.padEnd(9)} ${event.records} records go on (${event.ms} ms)`);
+        return;
+      }
       const d = done.get(event.stage) ?? { shards: 0, kept: 0 };
       d.shards++;
       d.kept += event.records;
@@ -139,6 +145,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     io.stdout.write(`${USAGE}\n`);
     return command ? 0 : 2;
   }
+  if (command === 'audit') return auditCommand(rest, io);
   if (command !== 'run') {
     say(`safer-instruct: unknown command "${command}"; try: safer-instruct run --help`);
     return 2;
@@ -227,7 +234,9 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       `calls     ${totals.calls} paid, ${totals.cacheHits} from the cache, ${totals.throttled} throttled, ` +
         `$${totals.costUsd.toFixed(4)}`,
     );
-    io.stdout.write(`${result.pairsPath}\n${result.rejectsPath}\n${result.reportPath}\n`);
+    io.stdout.write(
+      `${[result.pairsPath, result.rejectsPath, result.reportPath, ...result.exportPaths].join('\n')}\n`,
+    );
     return 0;
   } catch (error) {
     const usage =

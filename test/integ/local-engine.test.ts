@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { auditDataset } from '../../lib/audit/audit.js';
+import { openDataset } from '../../lib/audit/read-dataset.js';
 import { executeLocally, runLocal } from '../../lib/local/run-local.js';
 import { ModelConfigError, ModelRequestError, ModelThrottledError } from '../../lib/pipeline/errors.js';
 import type { Pair, Reject } from '../../lib/pipeline/schemas.js';
@@ -18,7 +20,7 @@ async function runFixture(model: FakeModel, overrides = {}) {
   const result = await runLocal({
     input: fixture,
     outDir,
-    config: fakeConfig({ shardSize: 10, input: { maxTextChars: 2000 }, ...overrides }),
+    config: fakeConfig({ shardSize: 10, quality: { lengths: { rejected: { max: 2000 } } }, ...overrides }),
     registry: fakeRegistry(model),
     retryIntervalMs: 0,
   });
@@ -49,11 +51,42 @@ describe('the local engine running the synthesized state machine', () => {
 
     expect(report.pairs).toBe(pairs.length);
     expect(report.rejects).toBe(rejects.length);
-    expect(report.stages.split).toMatchObject({ in: 62, out: 56, rejected: 6 });
+    expect(report.stages.split).toMatchObject({ in: 62, out: 57, rejected: 5 });
+    expect(report.stages['dedup-texts']).toMatchObject({ in: 57, out: 56, rejected: 1, calls: 0 });
+    expect(report.stages['dedup-instructions']).toMatchObject({ in: 56, out: 56, rejected: 0, calls: 0 });
     for (const stage of ['induce', 'filter', 'respond', 'evaluate'])
       expect(report.stages[stage]).toMatchObject({ in: 56, out: 56, rejected: 0, calls: 56 });
     expect(report.totals.calls).toBe(224);
     expect(report.totals.inputTokens).toBeGreaterThan(0);
+  });
+
+  it('writes pairs and exports that the audit finds none of the released data defects in', async () => {
+    // Prepare
+    const outDir = tempDir();
+    const config = fakeConfig({ shardSize: 10, quality: { lengths: { rejected: { max: 2000 } } } });
+    await runLocal({
+      input: fixture,
+      outDir,
+      config,
+      registry: fakeRegistry(new FakeModel()),
+      retryIntervalMs: 0,
+    });
+
+    // Act
+    const audits = await Promise.all(
+      ['pairs.jsonl', 'dpo.jsonl', 'pairs.parquet'].map(async (file) =>
+        auditDataset(await openDataset(join(outDir, file), { maxLineBytes: 1 << 20 }), {
+          quality: config.quality,
+        }),
+      ),
+    );
+
+    // Assess
+    for (const audit of audits) {
+      expect(audit.overall.pairs).toBe(56);
+      const found = Object.entries(audit.overall.rules).filter(([, tally]) => tally.count > 0);
+      expect(found.map(([rule, tally]) => `${rule}: ${tally.count}`)).toEqual([]);
+    }
   });
 
   it('emits no pair with an empty side or with chosen equal to rejected', async () => {
@@ -88,7 +121,7 @@ describe('the local engine running the synthesized state machine', () => {
   it('records a shard that keeps failing as rejects of that stage and finishes the run', async () => {
     const model = new FakeModel('bedrock:fake', {
       generate: (req) => {
-        if (req.prompt.includes('Post #3 and')) throw new Error('model crashed');
+        if (req.prompt.includes('our landlord should be doxxed')) throw new Error('model crashed');
         return new FakeModel().generate(req).then((r) => r.text);
       },
     });
@@ -143,7 +176,7 @@ describe('the local engine running the synthesized state machine', () => {
     };
     const common = {
       store,
-      config: fakeConfig({ input: { maxTextChars: 2000 } }),
+      config: fakeConfig({ quality: { lengths: { rejected: { max: 2000 } } } }),
       registry: fakeRegistry(new FakeModel()),
     };
 
@@ -156,7 +189,7 @@ describe('the local engine running the synthesized state machine', () => {
 
   it('finishes a run that failed on an unusable model when resumed, redoing only the unfinished stages', async () => {
     const outDir = tempDir();
-    const config = fakeConfig({ shardSize: 10, input: { maxTextChars: 2000 } });
+    const config = fakeConfig({ shardSize: 10, quality: { lengths: { rejected: { max: 2000 } } } });
     const unusable = new FakeModel('bedrock:fake', {
       judge: (req) => {
         if (req.toolName === 'record_preference') throw new ModelConfigError('AccessDeniedException');
@@ -188,7 +221,7 @@ describe('the local engine running the synthesized state machine', () => {
 
   it('recomputes a rerun into the same folder instead of reusing the earlier outputs', async () => {
     const outDir = tempDir();
-    const config = fakeConfig({ input: { maxTextChars: 2000 } });
+    const config = fakeConfig({ quality: { lengths: { rejected: { max: 2000 } } } });
     await runLocal({ input: fixture, outDir, config, registry: fakeRegistry(new FakeModel()) });
     const failing = new FakeModel('bedrock:fake', {
       generate: () => {
