@@ -57,8 +57,7 @@ export class FakeModel implements ModelClient {
 
 function defaultGenerate(req: GenerateRequest): string {
   const response = [...req.prompt.matchAll(/<response>([\s\S]*?)<\/response>/g)].pop()?.[1];
-  if (response !== undefined)
-    return `Write a post saying: ${response.split(/\s+/).slice(0, 12).join(' ')}`;
+  if (response !== undefined) return `Write a post saying: ${response.split(/\s+/).slice(0, 12).join(' ')}`;
   const request = between(req.prompt, 'request');
   return `${FAKE_SAFE_PREFIX}. Rather than "${request.replace(/^Write a post saying: /, '')}", I can help you say how you feel instead.`;
 }
