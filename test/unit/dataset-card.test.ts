@@ -256,3 +256,34 @@ describe('datasetCard', () => {
     expect(attempt).toThrow();
   });
 });
+
+describe('datasetCard config names and reject order', () => {
+  it('gives each data file a config name of its own, and lists rejects in pipeline order', () => {
+    // Prepare
+    const input = {
+      runId: 'run-1',
+      created: '2026-11-30T12:00:00.000Z',
+      input: { key: 'incoming/x.jsonl', records: 3 },
+      pairs: 1,
+      rejects: 2,
+      stages: { split: { in: 3, out: 2, rejected: 1 }, evaluate: { in: 2, out: 1, rejected: 1 } },
+      rejectsByStage: { evaluate: { 'low-score': 1 }, split: { 'empty-text': 1 } },
+      categories: { hate: 1 },
+      models: {},
+      templates: {},
+      files: ['pairs.jsonl', 'dpo.jsonl', 'pairs.parquet'].map((file) => ({
+        file,
+        format: 'x',
+        description: 'y',
+      })),
+    };
+
+    // Act
+    const card = datasetCard(input);
+
+    // Assess
+    const names = [...card.matchAll(/config_name: (\S+)/g)].map((m) => m[1]);
+    expect(names).toEqual(['default', 'pairs', 'pairs-parquet']);
+    expect(card.indexOf('| split | empty-text |')).toBeLessThan(card.indexOf('| evaluate | low-score |'));
+  });
+});

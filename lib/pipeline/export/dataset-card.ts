@@ -124,10 +124,13 @@ const flatten = (value: Record<string, unknown>, prefix = ''): [string, unknown]
 
 const frontMatter = (card: DatasetCardInput): string => {
   const others = card.files.filter(({ file }) => DATA_FILE.test(file) && file !== 'dpo.jsonl');
-  const configs: [name: string, path: string][] = [
-    ['default', 'dpo.jsonl'],
-    ...others.map(({ file }): [string, string] => [configName(file), file]),
-  ];
+  const configs: [name: string, path: string][] = [['default', 'dpo.jsonl']];
+  // Config names must be unique: pairs.jsonl and pairs.parquet are `pairs` and `pairs-parquet`.
+  for (const { file } of others) {
+    const name = configName(file);
+    const taken = configs.some(([n]) => n === name);
+    configs.push([taken ? `${name}-${file.split('.').pop()}` : name, file]);
+  }
   return [
     '---',
     `license: ${yamlScalar(card.license ?? 'other')}`,
@@ -191,7 +194,12 @@ const figuresSection = (figures: DatasetCardInput['figures']): string => {
 export function datasetCard(input: DatasetCardInput): string {
   const card = DatasetCardInput.parse(input);
   const title = card.title ?? `Safer-Instruct preference dataset (run ${card.runId})`;
-  const rejectRows = Object.entries(card.rejectsByStage).flatMap(([stage, reasons]) =>
+  // In pipeline order: the stages record lists them so; stages it lacks go last.
+  const stageOrder = Object.keys(card.stages);
+  const rank = (stage: string) =>
+    stageOrder.includes(stage) ? stageOrder.indexOf(stage) : stageOrder.length;
+  const rejectStages = Object.entries(card.rejectsByStage).sort(([a], [b]) => rank(a) - rank(b));
+  const rejectRows = rejectStages.flatMap(([stage, reasons]) =>
     Object.entries(reasons)
       .sort(([, a], [, b]) => b - a)
       .map(([reason, n]) => [stage, reason, count(n)]),
