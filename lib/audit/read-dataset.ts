@@ -98,7 +98,7 @@ export async function openDataset(path: string, options: OpenDatasetOptions): Pr
         ? await openJsonl(path, given, options)
         : await openCsv(path, given, format === 'tsv' ? '\t' : ',', options);
   }
-  return { path, format, fields: opened.fields, entries: pairsOf(path, format, opened.rows, opened.fields) };
+  return { path, format, fields: opened.fields, entries: pairsOf(path, opened.rows, opened.fields) };
 }
 
 const unreadable = (path: string) => (error: NodeJS.ErrnoException) => {
@@ -246,7 +246,6 @@ async function openParquet(
 /** The pairs of raw rows: a field that is missing or not a string makes its row malformed. */
 async function* pairsOf(
   path: string,
-  format: DatasetFormat,
   rows: AsyncIterable<RawRow>,
   fields: ResolvedFields,
 ): AsyncGenerator<DatasetEntry> {
@@ -254,12 +253,7 @@ async function* pairsOf(
   try {
     for await (const row of rows) {
       count++;
-      if (!('error' in row)) yield toEntry(row.line, row.fields, fields);
-      // The CSV parser decodes bad bytes as U+FFFD, so a U+FFFD that was in the text all along (as in
-      // the released Safer-Instruct data, damaged before it was published) is reported the same way.
-      else if (row.error.reason === 'invalid-utf8' && format !== 'jsonl')
-        yield { line: row.line, error: { reason: row.error.reason, detail: CSV_REPLACEMENT_CHARACTER } };
-      else yield row;
+      yield 'error' in row ? row : toEntry(row.line, row.fields, fields);
     }
   } catch (error) {
     if (error instanceof InputError) throw error;
@@ -269,9 +263,6 @@ async function* pairsOf(
   }
   if (count === 0) throw new InputError(`${path}: no rows`);
 }
-
-const CSV_REPLACEMENT_CHARACTER =
-  'the record holds U+FFFD, the mark of bytes that were not UTF-8, in this file or before it was written';
 
 const kindOf = (value: unknown) =>
   value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value;

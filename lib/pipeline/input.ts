@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { parse } from 'csv-parse';
 import { InputError } from './errors.js';
 
@@ -246,11 +246,41 @@ export interface CsvOptions {
   readonly maxLineBytes: number;
 }
 
+// The CSV parser decodes bytes that are not UTF-8 as U+FFFD. So that a U+FFFD really in the text is
+// not taken for one, it travels through the parser as the noncharacter U+FDD0 (same UTF-8 length),
+// and is turned back into U+FFFD in the fields. A U+FDD0 in the input itself comes out as U+FFFD.
+const REPLACEMENT = Buffer.from('\uFFFD');
+const STAND_IN = Buffer.from('\uFDD0');
+
+/** The bytes of `stream` with every UTF-8 U+FFFD swapped for U+FDD0, across chunk boundaries. */
+async function* standInForReplacement(stream: Readable): AsyncGenerator<Buffer> {
+  let carry: Buffer = Buffer.alloc(0);
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    const bytes = carry.length ? Buffer.concat([carry, chunk]) : chunk;
+    // Hold back a tail that may be the start of a U+FFFD completed by the next chunk.
+    const last = bytes.length - 1;
+    const hold = bytes[last] === 0xef ? 1 : bytes[last - 1] === 0xef && bytes[last] === 0xbf ? 2 : 0;
+    carry = Buffer.from(bytes.subarray(bytes.length - hold));
+    let out = bytes.subarray(0, bytes.length - hold);
+    let at = out.indexOf(REPLACEMENT);
+    if (at >= 0) out = Buffer.from(out);
+    for (; at >= 0; at = out.indexOf(REPLACEMENT, at + 3)) STAND_IN.copy(out, at);
+    if (out.length) yield out;
+  }
+  if (carry.length) yield carry;
+}
+
+const restoreReplacement = (record: Record<string, unknown>): Record<string, unknown> => {
+  for (const [key, value] of Object.entries(record))
+    if (typeof value === 'string' && value.includes('\uFDD0'))
+      record[key] = value.replaceAll('\uFDD0', '\uFFFD');
+  return record;
+};
+
 /**
  * Reads CSV (or TSV) with a header row; quoted fields may span lines and stray quotes are kept as text.
  * A record the parser cannot read (a quote never closed) becomes an error row at the line it starts on,
- * and so does one with NUL bytes or bytes that are not UTF-8: the parser decodes those as U+FFFD, so a
- * U+FFFD in CSV counts as a bad byte. A header without `requiredColumn`, or a record longer than
+ * and so does one with NUL bytes or bytes that are not UTF-8; a U+FFFD character in the text is kept. A header without `requiredColumn`, or a record longer than
  * `maxLineBytes`, is an InputError naming the file.
  */
 export async function* readCsv(
@@ -261,7 +291,8 @@ export async function* readCsv(
 ): AsyncGenerator<RawRow> {
   const { delimiter = ',', maxLineBytes } = options;
   let headerRead = false;
-  const parser = stream.pipe(
+  const bytes = Readable.from(standInForReplacement(stream));
+  const parser = bytes.pipe(
     parse({
       bom: true,
       delimiter,
@@ -302,7 +333,8 @@ export async function* readCsv(
     // Past its record size limit the parser drops the rest of each chunk, so nothing after is
     // trustworthy: stop feeding it, and fail once the records before the long one are through.
     stopped = true;
-    stream.unpipe(parser);
+    bytes.unpipe(parser);
+    bytes.destroy();
     stream.destroy();
     parser.end();
   });
@@ -338,7 +370,7 @@ export async function* readCsv(
           line,
           error: { reason: 'invalid-utf8', detail: 'the record holds bytes that are not valid UTF-8' },
         };
-      else yield { line, fields: record };
+      else yield { line, fields: restoreReplacement(record) };
     }
     while (skipped.length) yield skip(skipped.shift() as Skip);
   } catch (error) {
@@ -348,6 +380,7 @@ export async function* readCsv(
       cause: error,
     });
   } finally {
+    if (!bytes.destroyed) bytes.destroy();
     if (!stream.destroyed) stream.destroy();
   }
 }

@@ -282,27 +282,19 @@ describe('auditDataset across formats', () => {
     expect(report.categories).toEqual([]);
   });
 
-  it('reports a CSV record holding U+FFFD as malformed, saying the damage may predate the file', async () => {
+  it('reads a CSV record holding a U+FFFD character as text, not as bad bytes', async () => {
     // Prepare
     const path = fileOf(
       'pairs.csv',
-      'instruction,rejected,chosen\nWhat is a caf\uFFFD?,No.,A small restaurant that serves coffee.\n',
+      'instruction,rejected,chosen\nWhat is a caf\uFFFD?,No way.,A small restaurant that serves coffee.\n',
     );
 
     // Act
     const report = await audit(path);
 
     // Assess
-    expect(report.overall.rules['malformed-row'].examples).toEqual([
-      {
-        line: 2,
-        field: 'row',
-        text: '',
-        detail:
-          'invalid-utf8: the record holds U+FFFD, the mark of bytes that were not UTF-8, ' +
-          'in this file or before it was written',
-      },
-    ]);
+    expect(report.overall.rules['malformed-row'].count).toBe(0);
+    expect(report.overall.pairs).toBe(1);
   });
 
   it('reports a bad JSON line and a non-string field as malformed rows, with their lines', async () => {

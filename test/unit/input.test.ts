@@ -266,6 +266,26 @@ describe('readCsv', () => {
     ]);
   });
 
+  it('keeps a U+FFFD character that is really in the text, even split across chunks', async () => {
+    const fffd = [...Buffer.from('\uFFFD')];
+    const stream = streamOf(
+      'id,text\n1,\uFFFD starts\n2,ends ',
+      fffd.slice(0, 1),
+      fffd.slice(1),
+      '\n3,caf',
+      [0xe9],
+      '\n',
+    );
+
+    const rows = await csvRows(stream);
+
+    expect(summary(rows)).toEqual([
+      [2, '\uFFFD starts'],
+      [3, 'ends \uFFFD'],
+      [4, 'invalid-utf8', 'the record holds bytes that are not valid UTF-8'],
+    ]);
+  });
+
   it('rejects a record holding NUL bytes as binary content', async () => {
     const stream = streamOf('id,text\n1,a\0b\n2,c\n');
 
