@@ -145,7 +145,9 @@ const EARLIER_THING = anyOf(
 
 /** Phrases that lean on an earlier turn or on text that is not there. */
 const CONTEXT_DEPENDENT: readonly RegExp[] = [
-  `(?:^|[\\s,;])${EDIT_VERB}\\s+${POINTER}`,
+  // Only as the opening request: in "Write a haiku and make it rhyme" or "Write a story. Make it
+  // scary." the pointer's referent comes earlier in the instruction.
+  `^(?:${anyOf('please', 'can you', 'could you', 'would you', 'now')}\\s+)*${EDIT_VERB}\\s+${POINTER}`,
   `\\b${anyOf('do', 'try')} ${anyOf('the same', 'it again', 'that again', 'this again', 'again')}\\b`,
   '\\bagain\\s*[.!?]*$',
   `\\bsame ${anyOf('thing', 'again', 'as above', 'as before')}\\b`,

@@ -311,6 +311,8 @@ function optimalParams(threshold: number, permutations: number): { bands: number
 
 /** How far below the threshold LSH looks for candidates. */
 const CANDIDATE_MARGIN = 0.1;
+/** The most entries a lookup verifies in one band's bucket, earliest first. */
+const MAX_BUCKET_WALK = 32;
 
 /**
  * An index of texts: finds the earliest-added text that is a near-duplicate of a new one.
@@ -331,6 +333,9 @@ export class NearDuplicateIndex<T> {
   /** Room for this many entries in the typed arrays below before they grow. */
   #capacity = 16;
   #signatures: Int32Array;
+  /** Per entry, the last lookup that verified it, so a lookup verifies an entry once across bands. */
+  #checked: Int32Array;
+  #lookups = 0;
   /** Per node (entry * bands + band), the next node of its bucket, or -1. */
   #next: Int32Array;
   /** Three words a slot: the band key, first node + 1 (zero marks an empty slot), last node. */
@@ -358,6 +363,7 @@ export class NearDuplicateIndex<T> {
     this.#maxMismatches = mismatches;
     this.#signatures = new Int32Array(this.#capacity * permutations);
     this.#next = new Int32Array(this.#capacity * bands);
+    this.#checked = new Int32Array(this.#capacity);
     this.#signature = new Int32Array(permutations);
     this.#bandKeys = new Int32Array(bands);
   }
@@ -404,13 +410,22 @@ export class NearDuplicateIndex<T> {
     const slots = this.#slots;
     const next = this.#next;
     const bands = this.#bands;
+    const checked = this.#checked;
+    const lookup = ++this.#lookups;
     let best = -1;
     let bestEqual = 0;
     for (let band = 0; band < bands; band++) {
       const at = this.#slotOf(this.#bandKeys[band] as number);
+      let walked = 0;
       for (let node = (slots[at + 1] as number) - 1; node !== -1; node = next[node] as number) {
         const entry = (node / bands) | 0;
         if (best !== -1 && entry >= best) break;
+        // Texts alike but below the threshold crowd the same buckets: without a bound, each lookup
+        // would verify all of them and a run of templated texts would take quadratic time. An entry
+        // deep in a crowded bucket can still be found through its other bands.
+        if (++walked > MAX_BUCKET_WALK) break;
+        if (checked[entry] === lookup) continue;
+        checked[entry] = lookup;
         const equal = this.#equalPositions(entry);
         if (equal !== -1) {
           best = entry;
@@ -481,6 +496,9 @@ export class NearDuplicateIndex<T> {
     const next = new Int32Array(this.#capacity * this.#bands);
     next.set(this.#next);
     this.#next = next;
+    const checked = new Int32Array(this.#capacity);
+    checked.set(this.#checked);
+    this.#checked = checked;
   }
 
   #growSlots(): void {
