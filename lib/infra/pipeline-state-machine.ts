@@ -136,7 +136,10 @@ export class PipelineStateMachine extends Construct {
         resultSelector: { 'shards.$': '$.Payload.shards', 'records.$': '$.Payload.records' },
         resultPath,
         taskTimeout: Timeout.duration(TASK_TIMEOUT),
-      }).addRetry(storeRetry);
+      })
+        // A pass keeps each shard it finished: a retry after a timeout seeds its index from them and
+        // goes on where it stopped. States.Timeout: the task's clock may run out before the Lambda's.
+        .addRetry({ ...storeRetry, errors: [...storeRetry.errors, 'States.Timeout'] });
     const shardMap = (stateId: string, itemsPath: string, resultPath: string) =>
       new MapState(this, stateId, {
         itemsPath,

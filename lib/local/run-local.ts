@@ -1,10 +1,11 @@
 import './polyfill.js';
-import { copyFile, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { StateMachine } from 'aws-local-stepfunctions';
 import { type PipelineConfig, parseConfig } from '../pipeline/config.js';
 import type { StageDeps } from '../pipeline/deps.js';
 import { InputError, LocalEngineError } from '../pipeline/errors.js';
+import { CARD_MARK } from '../pipeline/export/dataset-card.js';
 import { configKey, INCOMING_PREFIX, markerKey, runPrefix } from '../pipeline/keys.js';
 import type { CallCache } from '../pipeline/models/call-cache.js';
 import { GovernorPool } from '../pipeline/models/governor-pool.js';
@@ -260,7 +261,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
     await copyFile(store.pathOf(merged.pairsKey), paths.pairsPath);
     await copyFile(store.pathOf(merged.rejectsKey), paths.rejectsPath);
     await copyFile(store.pathOf(merged.reportKey), paths.reportPath);
-    const exportPaths = merged.exportKeys.map((key) => join(outDir, basename(key)));
+    const exportPaths = await Promise.all(merged.exportKeys.map((key) => exportPath(outDir, basename(key))));
     for (const [i, key] of merged.exportKeys.entries())
       await copyFile(store.pathOf(key), exportPaths[i] as string);
     return {
@@ -274,6 +275,17 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
   } finally {
     await owned?.closeAll();
   }
+}
+
+/**
+ * Where an export goes in `outDir`: its own name, except that the dataset card never replaces a
+ * README.md that is not an earlier card (`--out .` in a project must not overwrite its README).
+ */
+async function exportPath(outDir: string, file: string): Promise<string> {
+  const path = join(outDir, file);
+  if (file !== 'README.md') return path;
+  const existing = await readFile(path, 'utf8').catch(() => undefined);
+  return existing === undefined || existing.includes(CARD_MARK) ? path : join(outDir, 'dataset-card.md');
 }
 
 /** Stages the input of a new run and clears what an earlier run of the same input left. */

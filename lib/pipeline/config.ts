@@ -18,11 +18,11 @@ export type ModelSpec = z.infer<typeof ModelSpec>;
 export const DEFAULT_LOCAL_MODEL =
   'llama:hf:Qwen/Qwen2.5-1.5B-Instruct-GGUF/qwen2.5-1.5b-instruct-q4_k_m.gguf';
 
-const Template = z.object({ system: z.string().min(1), user: z.string().min(1) });
+const Template = z.strictObject({ system: z.string().min(1), user: z.string().min(1) });
 
 /** A generation stage's settings, each with its stage's default. */
 const generationSettings = (maxTokens: number, temperature: number) =>
-  z.object({
+  z.strictObject({
     maxTokens: z.number().int().min(1).max(8192).default(maxTokens),
     temperature: z.number().min(0).max(2).default(temperature),
     /** Replaces the stage's built-in prompt template. */
@@ -48,7 +48,10 @@ const DEFAULT_EVALUATE_CRITERIA =
 /** Shortest and longest text a field may hold, in characters after normalization. */
 const lengthBounds = (min: number, max: number) =>
   z
-    .object({ min: z.number().int().min(0).default(min), max: z.number().int().positive().default(max) })
+    .strictObject({
+      min: z.number().int().min(0).default(min),
+      max: z.number().int().positive().default(max),
+    })
     .refine((b) => b.min <= b.max, 'min must not exceed max')
     .prefault({});
 
@@ -56,7 +59,7 @@ const lengthBounds = (min: number, max: number) =>
  * The data-quality rules: near-duplicate detection, length bounds per field, and how many pairs
  * may share a near-identical chosen response. The audit command applies the same rules.
  */
-export const QualityConfig = z.object({
+export const QualityConfig = z.strictObject({
   /** Texts whose shingle sets have at least this Jaccard similarity are near-duplicates (MinHash + LSH). */
   nearDuplicateThreshold: z.number().gt(0).max(1).default(0.8),
   /** Hash functions per MinHash signature: more is more exact and slower. */
@@ -64,7 +67,7 @@ export const QualityConfig = z.object({
   /** Characters per shingle. */
   shingleSize: z.number().int().min(1).max(16).default(5),
   lengths: z
-    .object({
+    .strictObject({
       instruction: lengthBounds(10, 2000),
       chosen: lengthBounds(20, 8000),
       /** The input text: split rejects texts outside these bounds before any model sees them. */
@@ -83,9 +86,9 @@ export type QualityConfig = z.infer<typeof QualityConfig>;
 
 /** The pipeline configuration: models, limits and prompts. Criteria and prompts are data. */
 export const PipelineConfig = z
-  .object({
+  .strictObject({
     models: z
-      .object({ induce: ModelSpec, filter: ModelSpec, respond: ModelSpec, evaluate: ModelSpec })
+      .strictObject({ induce: ModelSpec, filter: ModelSpec, respond: ModelSpec, evaluate: ModelSpec })
       .default({
         induce: DEFAULT_LOCAL_MODEL,
         filter: DEFAULT_LOCAL_MODEL,
@@ -93,7 +96,7 @@ export const PipelineConfig = z
         evaluate: DEFAULT_LOCAL_MODEL,
       }),
     input: z
-      .object({
+      .strictObject({
         format: z.enum(['auto', 'jsonl', 'csv']).default('auto'),
         textField: z.string().min(1).default('text'),
         idField: z.string().min(1).default('id'),
@@ -115,7 +118,7 @@ export const PipelineConfig = z
     /** Model calls in flight at once within one shard. */
     callConcurrency: z.number().int().min(1).max(64).default(4),
     stages: z
-      .object({
+      .strictObject({
         induce: generationSettings(128, 0.2).prefault({}),
         filter: judgeSettings(256, DEFAULT_FILTER_CRITERIA, 3).prefault({}),
         respond: generationSettings(512, 0.7).prefault({}),
@@ -129,7 +132,7 @@ export const PipelineConfig = z
     limits: z
       .record(
         ModelSpec,
-        z.object({
+        z.strictObject({
           requestsPerMinute: z.number().positive().optional(),
           tokensPerMinute: z.number().positive().optional(),
           maxConcurrency: z.number().int().min(1).max(256).optional(),
@@ -142,7 +145,7 @@ export const PipelineConfig = z
      * than a per-minute quota window.
      */
     retry: z
-      .object({
+      .strictObject({
         attempts: z.number().int().min(1).max(30).default(10),
         transientAttempts: z.number().int().min(1).max(30).default(4),
         baseDelayMs: z.number().int().min(0).max(60_000).default(1000),
@@ -153,7 +156,7 @@ export const PipelineConfig = z
     prices: z
       .record(
         z.string(),
-        z.object({ inputPer1k: z.number().nonnegative(), outputPer1k: z.number().nonnegative() }),
+        z.strictObject({ inputPer1k: z.number().nonnegative(), outputPer1k: z.number().nonnegative() }),
       )
       .default({}),
   })
@@ -172,11 +175,23 @@ export type PipelineConfig = z.infer<typeof PipelineConfig>;
 /** A configuration as a user writes it: every field optional. */
 export type PipelineConfigInput = z.input<typeof PipelineConfig>;
 
-/** Parses a configuration, or throws a ConfigError whose one line names each problem. */
+/** Keys of earlier versions, and where their setting lives now. */
+const MOVED_KEYS: Readonly<Record<string, string>> = {
+  'input.maxTextChars': 'quality.lengths.rejected.max',
+};
+
+/** Parses a configuration, or throws a ConfigError whose one line names each problem; unknown keys are problems. */
 export function parseConfig(raw: unknown, origin = 'config'): PipelineConfig {
   const parsed = PipelineConfig.safeParse(raw);
   if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+  const problems = parsed.error.issues.map((i) => {
+    const keys = i.code === 'unrecognized_keys' ? i.keys : [];
+    const moved = keys.flatMap((k) => {
+      const to = MOVED_KEYS[[...i.path, k].join('.')];
+      return to ? [`${k} is now ${to}`] : [];
+    });
+    return `${i.path.join('.') || '(root)'}: ${i.message}${moved.length ? ` (${moved.join('; ')})` : ''}`;
+  });
   throw new ConfigError(`${origin}: ${problems.join('; ')}`);
 }
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { auditDataset } from '../../lib/audit/audit.js';
@@ -87,6 +87,35 @@ describe('the local engine running the synthesized state machine', () => {
       const found = Object.entries(audit.overall.rules).filter(([, tally]) => tally.count > 0);
       expect(found.map(([rule, tally]) => `${rule}: ${tally.count}`)).toEqual([]);
     }
+  });
+
+  it('writes the dataset card beside a README.md of the user instead of over it, and over an earlier card', async () => {
+    // Prepare
+    const outDir = tempDir();
+    const config = fakeConfig({ shardSize: 10, quality: { lengths: { rejected: { max: 2000 } } } });
+    const run = () =>
+      runLocal({
+        input: fixture,
+        outDir,
+        config,
+        registry: fakeRegistry(new FakeModel()),
+        retryIntervalMs: 0,
+      });
+    writeFileSync(join(outDir, 'README.md'), '# my project\n');
+    await run();
+    const cardBeside = readFileSync(join(outDir, 'dataset-card.md'), 'utf8');
+    const userReadme = readFileSync(join(outDir, 'README.md'), 'utf8');
+    rmSync(join(outDir, 'README.md'));
+
+    // Act
+    writeFileSync(join(outDir, 'README.md'), cardBeside);
+    const second = await run();
+
+    // Assess
+    expect(userReadme).toBe('# my project\n');
+    expect(cardBeside).toContain('# Safer-Instruct preference dataset');
+    expect(second.exportPaths).toContain(join(outDir, 'README.md'));
+    expect(readFileSync(join(outDir, 'README.md'), 'utf8')).toContain('# Safer-Instruct preference dataset');
   });
 
   it('emits no pair with an empty side or with chosen equal to rejected', async () => {

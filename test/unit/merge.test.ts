@@ -66,6 +66,8 @@ describe('merge', () => {
     expect(report.stages.evaluate).toMatchObject({ in: 4, out: 4, calls: 4 });
     expect(report.failedShards).toEqual([{ shard: '00001', stage: 'filter', error: 'Error' }]);
     expect(report.rejectsByStage).toEqual({ filter: { 'shard-failed': 2 } });
+    const card = await store.get(outputKey(runId, 'README.md'));
+    expect(card).toContain('1 shard(s) failed after every retry (in filter): their 2 records');
   });
 
   it('fails with an AccountingError when a record went missing between stages', async () => {

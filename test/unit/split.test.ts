@@ -31,6 +31,36 @@ describe('split', () => {
     expect(manifest.shards.reduce((n, s) => n + s.records, 0)).toBe(57);
   });
 
+  it('rejects a text shorter than the bounds and one that holds a spreadsheet error value', async () => {
+    // Prepare
+    const { store, deps } = fakeDeps(undefined, { quality: { lengths: { rejected: { min: 5 } } } });
+    const body = ['{"text":"ok"}', '{"text":"#NAME?"}', '{"text":"a real post about the weather"}'].join(
+      '\n',
+    );
+
+    // Act
+    const result = await putAndSplit(deps, 'records.jsonl', body);
+
+    // Assess
+    const rejects = await readJsonl<Reject>(store, splitRejectsKey(result.runId));
+    expect(rejects.map((r) => [r.line, r.reason, r.detail])).toEqual([
+      [1, 'text-too-short', '2 characters, at least 5'],
+      [2, 'spreadsheet-artifact', 'holds #NAME?'],
+    ]);
+  });
+
+  it("counts a text's length in characters, an emoji as one", async () => {
+    // Prepare
+    const { store, deps } = fakeDeps(undefined, { quality: { lengths: { rejected: { max: 3 } } } });
+
+    // Act
+    const result = await putAndSplit(deps, 'records.jsonl', '{"text":"🙂🙂🙂"}\n{"text":"🙂🙂🙂🙂"}\n');
+
+    // Assess
+    const rejects = await readJsonl<Reject>(store, splitRejectsKey(result.runId));
+    expect(rejects.map((r) => [r.line, r.reason])).toEqual([[2, 'text-too-long']]);
+  });
+
   it('gives records without an id a stable id from source and line', async () => {
     const { store, deps } = fakeDeps();
 

@@ -306,6 +306,7 @@ describe('evaluate', () => {
 
     // Assess
     const kept = await readJsonl<RespondedRecord>(store, shardKey(task.runId, '00000', 'evaluate'));
+    expect(kept).toHaveLength(3);
     for (const record of kept)
       expect(record.trace.evaluate?.order).toBe(chosenFirst(record.id) ? 'chosen-first' : 'rejected-first');
   });

@@ -6,6 +6,9 @@ const Share = z.number().min(0).max(1);
 /** The key under which pairs without a category are counted. */
 export const NO_CATEGORY = '(none)';
 
+/** The line that marks a README.md as a card this module wrote, so a rerun may replace it. */
+export const CARD_MARK = '<!-- dataset card written by safer-instruct -->';
+
 /** Longest top chosen response the card quotes, in characters. */
 export const CARD_QUOTE_CHARS = 120;
 
@@ -211,6 +214,7 @@ export function datasetCard(input: DatasetCardInput): string {
 
   return `${[
     frontMatter(card),
+    CARD_MARK,
     '',
     `# ${line(title)}`,
     '',

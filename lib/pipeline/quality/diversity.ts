@@ -174,7 +174,8 @@ export class DiversityTally {
     this.#totalBigrams += tallyNgrams(2, this.#bigrams);
     const entry = this.#counts.get(key);
     if (entry) entry.count++;
-    else this.#counts.set(key, { text: text.slice(0, this.#maxTextChars), count: 1 });
+    // A slice would keep the whole text alive in V8; the buffer round trip stores a copy of the prefix.
+    else this.#counts.set(key, { text: Buffer.from(text.slice(0, this.#maxTextChars)).toString(), count: 1 });
   }
 
   /** The figures so far. */

@@ -48,7 +48,12 @@ export function pairDefect(
     ['rejected', pair.text],
   ] as const)
     if (isBlank(value)) return { reason: 'empty-side', detail: `the ${side} side is empty` };
-  const alike = chosenLikeRejected(pair.chosen, pair.text, quality.nearDuplicateThreshold);
+  const alike = chosenLikeRejected(
+    pair.chosen,
+    pair.text,
+    quality.nearDuplicateThreshold,
+    quality.shingleSize,
+  );
   return alike && { reason: alike.rule, detail: alike.detail };
 }
 

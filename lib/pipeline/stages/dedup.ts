@@ -82,7 +82,11 @@ export async function dedup(input: DedupInput, deps: StageDeps): Promise<DedupRe
   }
 
   for (const shard of pending) {
-    if (from !== 'split' && (await store.tryGet(shardStatsKey(runId, shard, from))) === undefined) continue;
+    // As in runShardStage, stats cut short count as absent: that stage will run again.
+    const fromDone =
+      from === 'split' ||
+      StageStats.safeParse(parseJson((await store.tryGet(shardStatsKey(runId, shard, from))) ?? '')).success;
+    if (!fromDone) continue;
     const started = Date.now();
     const lines = linesOf(await store.get(shardKey(runId, shard, from)));
     const kept: unknown[] = [];

@@ -56,7 +56,7 @@ async function* storeLines(store: StageDeps['store'], key: string): AsyncGenerat
  * Caps pairs that share a near-identical chosen response at `maxNearIdenticalChosen`: in each group of
  * near-identical chosen responses (MinHash at the near-duplicate threshold), the pairs with the best
  * evaluate scores, earliest first on a tie, stay; the others are returned, by id, with the id of the
- * group's best pair. Reads the evaluate output of every complete shard.
+ * group's first pair, which each of them matched, or of the best one when the first is capped too. Reads the evaluate output of every complete shard.
  */
 async function capNearIdenticalChosen(
   store: StageDeps['store'],
@@ -87,15 +87,31 @@ async function capNearIdenticalChosen(
     if (group.length <= max) continue;
     // Array.prototype.sort is stable: on equal scores, the earlier pair stays ahead.
     const ranked = [...group].sort((a, b) => b.score - a.score);
-    const best = ranked[0] as { id: string };
+    // Each member matched the group's first pair: that is the one it duplicates, if it stays.
+    const kept = new Set(ranked.slice(0, max).map((m) => m.id));
+    const first = (group[0] as { id: string }).id;
+    const reference = kept.has(first) ? first : (ranked[0] as { id: string }).id;
     for (const { id } of ranked.slice(max))
       capped.set(id, {
         detail: `${group.length} pairs share a near-identical chosen response; at most ${max} are kept`,
-        duplicateOf: best.id,
+        duplicateOf: reference,
       });
   }
   return capped;
 }
+
+/** The dataset card's line on failed shards: how many, in which stages, and how many records they held. */
+const failedShardsNote = (
+  failed: readonly { stage: StageName }[],
+  rejectsByStage: Record<string, Record<string, number>>,
+): string => {
+  const records = Object.values(rejectsByStage).reduce((n, reasons) => n + (reasons['shard-failed'] ?? 0), 0);
+  const stages = [...new Set(failed.map((f) => f.stage))].join(', ');
+  return (
+    `${failed.length} shard(s) failed after every retry (in ${stages}): their ${records} records are ` +
+    'rejects `shard-failed`, never judged, so the pairs under-represent them.'
+  );
+};
 
 /** The pair a verified record becomes. */
 export const toPair = (record: RespondedRecord): Pair => ({
@@ -293,6 +309,7 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
     templates: report.templates,
     quality: config.quality,
     thresholds: report.thresholds,
+    limitations: failedShards.length === 0 ? [] : [failedShardsNote(failedShards, rejectsByStage)],
     figures: {
       stockRefusalShare: report.quality.chosen.stockRefusalShare,
       distinct2: diversity.distinct2,

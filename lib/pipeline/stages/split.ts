@@ -13,7 +13,7 @@ import {
   splitStatsKey,
 } from '../keys.js';
 import { emptyStats } from '../ledger.js';
-import { spreadsheetArtifact } from '../quality/checks.js';
+import { characterCount, spreadsheetArtifact } from '../quality/checks.js';
 import { normalizeText, recordIdFor, runIdFor } from '../records.js';
 import {
   type InputRecord,
@@ -83,10 +83,12 @@ function checkText(
     return { reason: 'missing-text', detail: `"${textField}" is a ${typeof rawText}, not text` };
   const text = normalizeText(rawText);
   if (text === '') return { reason: 'empty-text', detail: `"${textField}" is empty` };
-  if (text.length > bounds.max)
-    return { reason: 'text-too-long', detail: `${text.length} characters, limit ${bounds.max}` };
-  if (text.length < bounds.min)
-    return { reason: 'text-too-short', detail: `${text.length} characters, at least ${bounds.min}` };
+  // Counted as the audit counts them: code points, so an emoji is one character.
+  const length = characterCount(text);
+  if (length > bounds.max)
+    return { reason: 'text-too-long', detail: `${length} characters, limit ${bounds.max}` };
+  if (length < bounds.min)
+    return { reason: 'text-too-short', detail: `${length} characters, at least ${bounds.min}` };
   const artifact = spreadsheetArtifact(text);
   if (artifact) return { reason: 'spreadsheet-artifact', detail: artifact.detail };
   // Bytes that are not UTF-8 never get this far (the readers reject them); a NUL can, as a JSON escape.
