@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
-import { parseArgs, promisify } from 'node:util';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../lib/cli/main.js';
 import type { Pair, Reject } from '../../lib/pipeline/schemas.js';
 import { type BedrockFake, preferFakeAnswers, startBedrockFake } from '../support/bedrock-fake.js';
+import { captured } from '../support/cli.js';
 import { tempDir } from '../support/temp.js';
 
 const run = promisify(execFile);
@@ -15,19 +15,7 @@ const fixture = join(repo, 'test/fixtures/records-60.jsonl');
 const HAIKU = 'anthropic.claude-3-haiku-20240307-v1:0';
 
 /** Runs the CLI in process and captures what it prints. */
-async function cli(...args: string[]) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  const chunks = { out: '', err: '' };
-  stdout.on('data', (c) => {
-    chunks.out += c;
-  });
-  stderr.on('data', (c) => {
-    chunks.err += c;
-  });
-  const code = await main(args, { stdout, stderr, parseArgs });
-  return { code, ...chunks };
-}
+const cli = (...args: string[]) => captured(main, args);
 
 describe('safer-instruct run against a Bedrock endpoint', () => {
   let fake: BedrockFake;

@@ -1,7 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
-import { parseArgs } from 'node:util';
 import { parquetWriteBuffer } from 'hyparquet-writer';
 import { describe, expect, it } from 'vitest';
 import {
@@ -16,6 +14,7 @@ import { type OpenDatasetOptions, openDataset } from '../../lib/audit/read-datas
 import { auditCommand } from '../../lib/cli/audit-command.js';
 import { QualityConfig } from '../../lib/pipeline/config.js';
 import { InputError } from '../../lib/pipeline/errors.js';
+import { captured } from '../support/cli.js';
 import { tempDir } from '../support/temp.js';
 
 const repo = new URL('../..', import.meta.url).pathname;
@@ -66,19 +65,7 @@ function countsOf(report: AuditReport) {
 }
 
 /** Runs the audit command in process and captures what it prints. */
-async function cli(...args: string[]) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  const chunks = { out: '', err: '' };
-  stdout.on('data', (c) => {
-    chunks.out += c;
-  });
-  stderr.on('data', (c) => {
-    chunks.err += c;
-  });
-  const code = await auditCommand(args, { stdout, stderr, parseArgs });
-  return { code, ...chunks };
-}
+const cli = (...args: string[]) => captured(auditCommand, args);
 
 const fixtureRows = () =>
   readFileSync(JSONL, 'utf8')
