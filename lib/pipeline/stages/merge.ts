@@ -125,8 +125,10 @@ export const toPair = (record: RespondedRecord): Pair => ({
 
 /**
  * The last stage: gathers every shard's pairs and rejects into the run's outputs, turns the
- * records of failed shards into rejects, checks that every input record is accounted for exactly
- * once, and writes report.json. Outputs are streamed: only one shard is held in memory at a time.
+ * records of failed shards into rejects, caps pairs that share a near-identical chosen response,
+ * checks that every input record is accounted for exactly once, measures the chosen responses, and
+ * writes the exports, the dataset card and report.json (last). Outputs are streamed: only one shard's
+ * records are held at a time, plus a MinHash signature per pair for the cap.
  */
 export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeResult> {
   const { store } = deps;
