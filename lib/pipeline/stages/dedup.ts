@@ -1,3 +1,4 @@
+import type { z } from 'zod';
 import { parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
 import { configKey, manifestKey, shardKey, shardRejectsKey, shardStatsKey } from '../keys.js';
@@ -13,23 +14,16 @@ import {
   Manifest,
   type Reject,
   type ShardStage,
-  StageStats,
+  type StageStats,
 } from '../schemas.js';
 import { toJsonl } from '../store/store.js';
+import { finishedStats, readShardRecords } from './shard-io.js';
 
 /** What each dedup pass reads, and how it names what it finds. */
 const PASSES = {
   text: { stage: 'dedup-texts', schema: InputRecord, noun: 'text' },
   instruction: { stage: 'dedup-instructions', schema: InducedRecord, noun: 'instruction' },
 } as const satisfies Record<DedupInput['field'], { stage: ShardStage; schema: unknown; noun: string }>;
-
-const parseJson = (line: string): unknown => {
-  try {
-    return JSON.parse(line);
-  } catch {
-    return undefined;
-  }
-};
 
 const linesOf = (text: string) => text.split('\n').filter((line) => line.trim());
 
@@ -58,55 +52,43 @@ export async function dedup(input: DedupInput, deps: StageDeps): Promise<DedupRe
     permutations: minhashPermutations,
     shingleSize,
   });
+  const fieldOf = (record: InputRecord) =>
+    field === 'text' ? record.text : (record as InducedRecord).instruction;
   const ready = new Set<string>();
   let records = 0;
 
   // Shards deduplicated before seed the index first, so a late shard is compared with all of them.
   const pending: string[] = [];
   for (const { shard } of manifest.shards) {
-    const done = StageStats.safeParse(
-      parseJson((await store.tryGet(shardStatsKey(runId, shard, stage))) ?? ''),
-    );
-    if (!done.success) {
+    const done = await finishedStats(store, runId, shard, stage);
+    if (!done) {
       pending.push(shard);
       continue;
     }
     for (const line of linesOf(await store.get(shardKey(runId, shard, stage)))) {
       const record = schema.parse(JSON.parse(line));
-      const value = field === 'text' ? record.text : (record as InducedRecord).instruction;
+      const value = fieldOf(record);
       exact.set(dedupKey(value), record.id);
       near.add(value, record.id);
     }
     ready.add(shard);
-    records += done.data.out;
+    records += done.out;
   }
 
   for (const shard of pending) {
-    // As in runShardStage, stats cut short count as absent: that stage will run again.
-    const fromDone =
-      from === 'split' ||
-      StageStats.safeParse(parseJson((await store.tryGet(shardStatsKey(runId, shard, from))) ?? '')).success;
-    if (!fromDone) continue;
+    if (from !== 'split' && !(await finishedStats(store, runId, shard, from))) continue;
     const started = Date.now();
-    const lines = linesOf(await store.get(shardKey(runId, shard, from)));
+    const read = await readShardRecords(
+      store,
+      { runId, shard },
+      stage,
+      from,
+      schema as z.ZodType<InputRecord>,
+    );
     const kept: unknown[] = [];
-    const rejects: Reject[] = [];
-    for (const [index, line] of lines.entries()) {
-      const parsed = schema.safeParse(parseJson(line));
-      if (!parsed.success) {
-        const id = (parseJson(line) as { id?: string } | undefined)?.id ?? `${shard}:${index + 1}`;
-        rejects.push({
-          id,
-          stage,
-          reason: 'corrupt-record',
-          detail: parsed.error.message.slice(0, 300),
-          source: from,
-          line: null,
-        });
-        continue;
-      }
-      const record = parsed.data;
-      const value = field === 'text' ? record.text : (record as InducedRecord).instruction;
+    const rejects: Reject[] = read.rejects;
+    for (const record of read.records) {
+      const value = fieldOf(record);
       const reject = (reason: string, detail: string, duplicateOf: string) =>
         rejects.push({
           id: record.id,
@@ -137,7 +119,7 @@ export async function dedup(input: DedupInput, deps: StageDeps): Promise<DedupRe
     }
     const stats: StageStats = {
       ...emptyStats(),
-      in: lines.length,
+      in: read.lines,
       out: kept.length,
       rejected: rejects.length,
       ms: Date.now() - started,

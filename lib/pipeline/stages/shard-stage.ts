@@ -10,13 +10,13 @@ import { type PromptTemplate, templateFor, templateHash } from '../prompts/templ
 import {
   inputStageOf,
   type ModelStage,
-  type Reject,
   RunMarker,
   type ShardResult,
   type ShardTask,
-  StageStats,
+  type StageStats,
 } from '../schemas.js';
 import { toJsonl } from '../store/store.js';
+import { finishedStats, readShardRecords } from './shard-io.js';
 
 /** A record leaves the pipeline at this stage, for this reason. */
 export class Rejection {
@@ -82,12 +82,9 @@ export async function runShardStage<I extends { id: string; source: string; line
   const { store } = deps;
   const { runId, shard } = task;
   const from = inputStageOf(spec.stage);
-  // A stage is complete exactly when its stats exist: a resumed or redriven run skips it.
-  // Stats cut short (a power loss before the disk caught up) count as absent: the stage runs again.
-  const done = StageStats.safeParse(
-    safeJson((await store.tryGet(shardStatsKey(runId, shard, spec.stage))) ?? ''),
-  );
-  if (done.success) return { runId, shard, records: done.data.out };
+  // A resumed or redriven run skips a stage that finished.
+  const done = await finishedStats(store, runId, shard, spec.stage);
+  if (done) return { runId, shard, records: done.out };
 
   const config = parseConfig(JSON.parse(await store.get(configKey(runId))), `run ${runId} config`);
   const stageConfig = config.stages[spec.stage];
@@ -203,24 +200,11 @@ export async function runShardStage<I extends { id: string; source: string; line
     },
   };
 
-  const lines = (await store.get(shardKey(runId, shard, from))).split('\n').filter((l) => l.trim());
-  const rejects: Reject[] = [];
-  const parsed: I[] = [];
-  for (const [index, text] of lines.entries()) {
-    const result = spec.schema.safeParse(safeJson(text));
-    if (result.success) parsed.push(result.data);
-    else {
-      const id = (safeJson(text) as { id?: string } | undefined)?.id ?? `${shard}:${index + 1}`;
-      rejects.push({
-        id,
-        stage: spec.stage,
-        reason: 'corrupt-record',
-        detail: result.error.message.slice(0, 300),
-        source: from,
-        line: null,
-      });
-    }
-  }
+  const {
+    lines,
+    records: parsed,
+    rejects,
+  } = await readShardRecords(store, task, spec.stage, from, spec.schema);
 
   const outcomes = await mapLimit(parsed, config.callConcurrency, async (record) => {
     try {
@@ -251,7 +235,7 @@ export async function runShardStage<I extends { id: string; source: string; line
   }
 
   Object.assign(stats, {
-    in: lines.length,
+    in: lines,
     out: kept.length,
     rejected: rejects.length,
     ms: Date.now() - started,
@@ -265,11 +249,3 @@ export async function runShardStage<I extends { id: string; source: string; line
 /** Tokens to reserve for a call: about four characters a token in, and the most it may write out. */
 const reserveFor = (request: GenerateRequest): number =>
   Math.ceil((request.system.length + request.prompt.length) / 4) + request.maxTokens;
-
-const safeJson = (text: string): unknown => {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-};
