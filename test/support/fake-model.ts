@@ -56,7 +56,10 @@ export class FakeModel implements ModelClient {
 }
 
 function defaultGenerate(req: GenerateRequest): string {
-  const response = [...req.prompt.matchAll(/<response>([\s\S]*?)<\/response>/g)].pop()?.[1];
+  // Few-shot prompts tag the text; a tuned model's reversed prompt ends with it in a bare block.
+  const response =
+    [...req.prompt.matchAll(/<response>([\s\S]*?)<\/response>/g)].pop()?.[1] ??
+    /### Response:\n([\s\S]*)\n\n### Instruction:\n$/.exec(req.prompt)?.[1];
   if (response !== undefined) return `Write a post saying: ${response.split(/\s+/).slice(0, 12).join(' ')}`;
   const request = between(req.prompt, 'request');
   return `${FAKE_SAFE_PREFIX}. Rather than "${request.replace(/^Write a post saying: /, '')}", I can help you say how you feel instead.`;

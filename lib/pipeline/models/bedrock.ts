@@ -129,7 +129,8 @@ export class BedrockModelClient implements ModelClient {
   private input(request: GenerateRequest, prompt: string): ConverseCommandInput {
     return {
       modelId: this.modelId,
-      system: [{ text: request.system }],
+      // A tuned model's reversed prompt has no system prompt, and Converse refuses an empty text block.
+      ...(request.system ? { system: [{ text: request.system }] } : {}),
       messages: [{ role: 'user', content: [{ text: prompt }] }],
       inferenceConfig: { maxTokens: request.maxTokens, temperature: request.temperature },
     };

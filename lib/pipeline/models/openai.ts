@@ -109,7 +109,7 @@ export class OpenAiModelClient implements ModelClient {
     const body = JSON.stringify({
       model: this.modelId,
       messages: [
-        { role: 'system', content: request.system },
+        ...(request.system ? [{ role: 'system', content: request.system }] : []),
         { role: 'user', content: request.prompt },
       ],
       max_tokens: request.maxTokens,

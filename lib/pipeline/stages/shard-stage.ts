@@ -6,6 +6,7 @@ import { configKey, markerKey, shardKey, shardRejectsKey, shardStatsKey } from '
 import { costOf, emptyStats, priceOf } from '../ledger.js';
 import { type CachedCall, callKey } from '../models/call-cache.js';
 import type { GenerateRequest, JudgeRequest, ModelClient, Usage } from '../models/model-client.js';
+import { inductionTemplate } from '../prompts/induction.js';
 import { type PromptTemplate, templateFor, templateHash } from '../prompts/templates.js';
 import {
   inputStageOf,
@@ -89,7 +90,11 @@ export async function runShardStage<I extends { id: string; source: string; line
   const config = parseConfig(JSON.parse(await store.get(configKey(runId))), `run ${runId} config`);
   const stageConfig = config.stages[spec.stage];
   const model = await deps.models.get(config.models[spec.stage]);
-  const template = templateFor(spec.stage, stageConfig.template);
+  // Induction's template depends on its model: the reversed training prompt for a tuned one.
+  const template =
+    spec.stage === 'induce'
+      ? inductionTemplate(config.stages.induce, model.spec)
+      : templateFor(spec.stage, stageConfig.template);
   const hash = templateHash(template);
   const stats: StageStats = emptyStats();
   const price = priceOf(model.modelId, config);

@@ -1,0 +1,10 @@
+// A closing tag inside the data would end the data block early; break it so it stays data.
+const neutralize = (value: string) => value.replace(/<\/(\w+)>/g, '<\u200b/$1>');
+
+/** Fills `{{name}}` placeholders; values are neutralized so they cannot close their tags. */
+export function renderTemplate(text: string, values: Record<string, string>): string {
+  return text.replace(/\{\{(\w+)\}\}/g, (whole, name: string) => {
+    const value = values[name];
+    return value === undefined ? whole : neutralize(value);
+  });
+}
