@@ -13,8 +13,11 @@ import {
 import { InputError } from '../pipeline/errors.js';
 import { CallCache } from '../pipeline/models/call-cache.js';
 import { ModelRegistry } from '../pipeline/models/registry.js';
+import { SsmParameterStore } from '../pipeline/parameters.js';
 import { FsStore } from '../pipeline/store/fs-store.js';
 import { auditCommand } from './audit-command.js';
+import { evalInductionCommand } from './eval-induction-command.js';
+import { reverseDataCommand } from './reverse-data-command.js';
 
 /** Where the CLI writes, and the argument parser it uses; injectable for tests. */
 export interface CliIo {
@@ -26,6 +29,8 @@ export interface CliIo {
 const USAGE = `Usage: safer-instruct run <input.jsonl|input.csv> --out <dir> [options]
        safer-instruct run --resume <runId> --out <dir>
        safer-instruct audit <dataset> [--json] [--fail-on <rule>=<max-rate>]  (see audit --help)
+       safer-instruct reverse-data <dataset...> --out <file> --format <target>  (see reverse-data --help)
+       safer-instruct eval-induction <heldout.jsonl> --model <spec> [--judge-model <spec>]  (see its --help)
 
 Builds preference pairs (prompt, chosen, rejected) from unlabeled texts with the Safer-Instruct
 method, running the deployed state machine locally.
@@ -49,7 +54,9 @@ Options:
                            (default ${join(cacheRoot(), 'calls')})
   --no-cache               neither read nor write the call cache for this run
 
-A model spec is bedrock:<modelId>, openai:<baseURL>#<model> or llama:<file.gguf|hf:URI>.`;
+A model spec is bedrock:<modelId or ARN> (Converse), bedrock-custom:<ARN>[#llama|titan|cohere|mistral|completion]
+(InvokeModel with the raw prompt, for custom and imported models), sagemaker:<endpoint>[#tgi|messages],
+openai:<baseURL>#<model>, llama:<file.gguf|hf:URI>, or ssm:<parameter> (the model ReverseTuning recorded).`;
 
 /** The run totals the last lines print, from report.json. */
 interface RunTotals {
@@ -146,6 +153,8 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     return command ? 0 : 2;
   }
   if (command === 'audit') return auditCommand(rest, io);
+  if (command === 'reverse-data') return reverseDataCommand(rest, io);
+  if (command === 'eval-induction') return evalInductionCommand(rest, io);
   if (command !== 'run') {
     say(`safer-instruct: unknown command "${command}"; try: safer-instruct run --help`);
     return 2;
@@ -198,7 +207,9 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       ? undefined
       : new CallCache(new FsStore(values['cache-dir'] ?? join(cacheRoot(), 'calls')), '');
     const print = progressPrinter(say);
-    const registry = new ModelRegistry();
+    // An ssm: spec names the model ReverseTuning recorded in the account: read it there.
+    const parameters = new SsmParameterStore();
+    const registry = new ModelRegistry({ parameters });
     let result: LocalRunResult;
     try {
       // Fetch and load in-process models before the run, so a missing model stops it at once.
@@ -216,6 +227,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         outDir: values.out,
         config,
         registry,
+        parameters,
         onProgress: (event) => {
           if (event.type === 'split') started = { runId: event.runId, out: values.out as string };
           print(event);

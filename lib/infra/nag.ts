@@ -1,6 +1,7 @@
-import { Validations } from 'aws-cdk-lib';
+import { Aws, Validations } from 'aws-cdk-lib';
 import type { IConstruct } from 'constructs';
 import { CALL_CACHE_PREFIX, INCOMING_PREFIX, runPrefix } from '../pipeline/keys.js';
+import { TUNING_INCOMING_PREFIX, TUNING_OUTPUT_PREFIX, tuningManifestKey } from '../tuning/schemas.js';
 import type { PipelineStack } from './pipeline-stack.js';
 import { bedrockModelArns } from './stage-function.js';
 
@@ -69,21 +70,26 @@ export function applyNagAcknowledgements(stack: PipelineStack): void {
         'A model stage reads and writes answered model calls under cache/calls/<hash>, named by the sha256 ' +
           'of each request, known only at run time; the grant is object-level Get/Put, no delete.',
       );
-    for (const arn of fn.modelSpecs.flatMap(bedrockModelArns).filter((a) => a.includes('*'))) {
-      acknowledge(
-        fn.role,
-        wildcardResource(stack, arn),
-        'A cross-region inference profile sends each request to its foundation model in one of the ' +
-          "profile's regions, and Bedrock authorizes the model in that region; the profile ARN itself is " +
-          'scoped to this account and region, and the model is this one model id.',
-      );
-    }
+    for (const spec of fn.modelSpecs)
+      for (const arn of bedrockModelArns(spec).filter((a) => a.includes('*')))
+        acknowledge(
+          fn.role,
+          wildcardResource(stack, arn),
+          spec.startsWith('ssm:')
+            ? `${spec} names the model ReverseTuning recorded, known only when a run starts: the grant is ` +
+                "InvokeModel on this account's tuned models of that kind in this region."
+            : 'A cross-region inference profile sends each request to its foundation model in one of the ' +
+                "profile's regions, and Bedrock authorizes the model in that region; the profile ARN itself is " +
+                'scoped to this account and region, and the model is this one model id.',
+        );
   }
   acknowledge(
     stack.functions.split.role,
     wildcardResource(stack, stack.bucket.arnForObjects(`${INCOMING_PREFIX}*`)),
     'split reads the uploaded input, whose key is known only when the upload event arrives; read-only.',
   );
+
+  applyTuningAcknowledgements(stack);
 
   const machine = stack.pipeline.stateMachine;
   acknowledge(
@@ -100,4 +106,99 @@ export function applyNagAcknowledgements(stack: PipelineStack): void {
         'stage function and nothing else.',
     );
   }
+}
+
+/** The Bedrock resource ARN pattern of one kind in this account and region, as the stack writes it. */
+const bedrockArn = (resource: string) =>
+  `arn:${Aws.PARTITION}:bedrock:${Aws.REGION}:${Aws.ACCOUNT_ID}:${resource}/*`;
+
+/** The findings ReverseTuning keeps on purpose: names of jobs, models and uploads known only at run time. */
+function applyTuningAcknowledgements(stack: PipelineStack): void {
+  const tuning = stack.tuning;
+  const incoming = wildcardResource(stack, stack.bucket.arnForObjects(`${TUNING_INCOMING_PREFIX}*`));
+  const manifests = wildcardResource(stack, stack.bucket.arnForObjects(tuningManifestKey('*')));
+  const runtimeNamed = (what: string) =>
+    `${what} are named per tuning (after the training data, base model and hyperparameters) when a run starts, ` +
+    'so the grant is every such resource of this account and region, for these actions only.';
+  for (const fn of Object.values(tuning.functions)) {
+    acknowledge(
+      fn.role,
+      'AwsSolutions-IAM5[Resource::*]',
+      'Lambda active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords support no resource-level ' +
+        'permissions.',
+    );
+    acknowledge(
+      fn.function,
+      'AwsSolutions-L1',
+      'nodejs22.x is pinned on purpose, as for the pipeline stages: the bundles target node22.',
+    );
+  }
+  const prepare = tuning.functions['prepare-tuning'].role;
+  acknowledge(
+    prepare,
+    incoming,
+    'PrepareTuning reads the uploaded training data, known only when it arrives; read-only.',
+  );
+  acknowledge(
+    prepare,
+    manifests,
+    'PrepareTuning reads the manifest of an earlier tuning of the same data; read-only.',
+  );
+  acknowledge(
+    tuning.functions['record-model'].role,
+    manifests,
+    "RecordModel writes the finished tuning's manifest, named after its job; object-level Put only.",
+  );
+  const serve = tuning.functions['serve-model'].role;
+  acknowledge(
+    serve,
+    wildcardResource(stack, bedrockArn('model-customization-job')),
+    runtimeNamed('Customization jobs'),
+  );
+  acknowledge(serve, wildcardResource(stack, bedrockArn('custom-model')), runtimeNamed('Custom models'));
+  acknowledge(
+    serve,
+    wildcardResource(stack, bedrockArn('custom-model-deployment')),
+    runtimeNamed('Deployments'),
+  );
+  acknowledge(
+    serve,
+    wildcardResource(stack, bedrockArn('provisioned-model')),
+    runtimeNamed('Provisioned models'),
+  );
+
+  acknowledge(
+    tuning.bedrockRole,
+    incoming,
+    'Bedrock reads the uploaded training data of the job; read-only.',
+  );
+  acknowledge(
+    tuning.bedrockRole,
+    wildcardResource(stack, stack.bucket.arnForObjects(`${TUNING_OUTPUT_PREFIX}*`)),
+    "Bedrock writes the job's output (metrics) under tuning/output/<job>/, named when the job starts.",
+  );
+
+  const machine = tuning.stateMachine;
+  acknowledge(
+    machine.role,
+    'AwsSolutions-IAM5[Resource::*]',
+    'Execution logging and tracing: the CloudWatch Logs delivery actions and the X-Ray writes support no ' +
+      'resource-level permissions.',
+  );
+  for (const fn of Object.values(tuning.functions))
+    acknowledge(
+      machine.role,
+      wildcardResource(stack, `${fn.function.functionArn}:*`),
+      "LambdaInvoke grants the step's function and its qualified versions (<arn>:*); this stack's own function.",
+    );
+  acknowledge(
+    machine.role,
+    wildcardResource(stack, bedrockArn('model-customization-job')),
+    `${runtimeNamed('Customization jobs')} The .sync integration creates, polls and stops them.`,
+  );
+  acknowledge(
+    machine.role,
+    wildcardResource(stack, bedrockArn('custom-model')),
+    runtimeNamed('Custom models'),
+  );
 }

@@ -9,6 +9,7 @@ import { INCOMING_PREFIX } from '../pipeline/keys.js';
 import { MODEL_STAGES } from '../pipeline/schemas.js';
 import { INTERMEDIATE_TAG } from '../pipeline/store/s3-store.js';
 import { PipelineStateMachine } from './pipeline-state-machine.js';
+import { defaultParameterName, ReverseTuning } from './reverse-tuning.js';
 import { FUNCTION_STAGES, type FunctionStage, StageFunction } from './stage-function.js';
 
 /** The largest configuration a run takes, as JSON: well inside Split's 256 KB payload. */
@@ -51,6 +52,7 @@ export function stackConfigProblems(config: PipelineConfig, allowLocalModels = f
 /**
  * The serverless pipeline: an upload under `incoming/` in the bucket starts, through EventBridge,
  * a Step Functions run of the seven stage functions; everything a run writes lands under `runs/`.
+ * An upload under `tuning/incoming/` starts ReverseTuning, which tunes an induction model.
  */
 export class PipelineStack extends Stack {
   /** The bucket of uploads and runs. */
@@ -59,6 +61,8 @@ export class PipelineStack extends Stack {
   readonly functions: Readonly<Record<FunctionStage, StageFunction>>;
   /** The workflow of a run. */
   readonly pipeline: PipelineStateMachine;
+  /** The workflow that tunes an induction model (stage 0). */
+  readonly tuning: ReverseTuning;
 
   constructor(scope: Construct, id: string, props: PipelineStackProps) {
     super(scope, id, props);
@@ -104,6 +108,12 @@ export class PipelineStack extends Stack {
     for (const stage of MODEL_STAGES) {
       functions[stage].allowModels([config.models[stage]], this.bucket);
     }
+    // Split reads the parameters of `ssm:` specs once per run and pins the models they name.
+    functions.split.allowParameters(
+      Object.values(config.models).flatMap((spec) =>
+        spec.startsWith('ssm:') ? [spec.slice('ssm:'.length)] : [],
+      ),
+    );
     this.functions = functions;
 
     this.pipeline = new PipelineStateMachine(this, 'Pipeline', {
@@ -132,7 +142,15 @@ export class PipelineStack extends Stack {
       targets: [new SfnStateMachine(this.pipeline.stateMachine)],
     });
 
+    this.tuning = new ReverseTuning(this, 'ReverseTuning', {
+      bucket: this.bucket,
+      config,
+      parameterName: config.tuning.parameterName ?? defaultParameterName(this),
+    });
+
     new CfnOutput(this, 'BucketName', { value: this.bucket.bucketName });
+    new CfnOutput(this, 'ReverseTuningArn', { value: this.tuning.stateMachine.stateMachineArn });
+    new CfnOutput(this, 'InduceModelParameter', { value: this.tuning.parameterName });
     new CfnOutput(this, 'StateMachineArn', { value: this.pipeline.stateMachine.stateMachineArn });
   }
 }

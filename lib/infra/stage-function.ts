@@ -15,6 +15,39 @@ import { MODEL_STAGES } from '../pipeline/schemas.js';
 export const FUNCTION_STAGES = ['split', 'dedup', ...MODEL_STAGES, 'merge'] as const;
 /** One of FUNCTION_STAGES. */
 export type FunctionStage = (typeof FUNCTION_STAGES)[number];
+/** The steps of ReverseTuning that run as Lambda functions. */
+export const TUNING_STAGES = ['prepare-tuning', 'serve-model', 'record-model'] as const;
+/** One of TUNING_STAGES. */
+export type TuningStage = (typeof TUNING_STAGES)[number];
+
+/**
+ * What a tuned model can be invoked as: ReverseTuning writes one of these ARNs of this account and
+ * region into the parameter an `ssm:` spec names, and the ARN is known only then.
+ */
+export const TUNED_MODEL_RESOURCES = [
+  'custom-model',
+  'provisioned-model',
+  'imported-model',
+  'custom-model-deployment',
+] as const;
+
+/** The ARN pattern of one kind of tuned model in this account and region. */
+export const tunedModelArn = (resource: (typeof TUNED_MODEL_RESOURCES)[number]) =>
+  `arn:${Aws.PARTITION}:bedrock:${Aws.REGION}:${Aws.ACCOUNT_ID}:${resource}/*`;
+
+/** The ARN of an SSM parameter of this account and region, by its name. */
+export const parameterArn = (name: string) =>
+  `arn:${Aws.PARTITION}:ssm:${Aws.REGION}:${Aws.ACCOUNT_ID}:parameter/${name.replace(/^\/+/, '')}`;
+
+/** The SageMaker endpoint ARN `sagemaker:InvokeEndpoint` needs for a `sagemaker:` spec; none for others. */
+export function sagemakerEndpointArns(spec: string): string[] {
+  if (!spec.startsWith('sagemaker:')) return [];
+  const endpoint = spec.slice('sagemaker:'.length).split('#')[0] ?? '';
+  // Endpoint ARNs are lowercase whatever the name's case.
+  return [
+    `arn:${Aws.PARTITION}:sagemaker:${Aws.REGION}:${Aws.ACCOUNT_ID}:endpoint/${endpoint.toLowerCase()}`,
+  ];
+}
 
 /** Prefixes of Bedrock cross-region inference profile ids. */
 export const INFERENCE_PROFILE_PREFIXES = [
@@ -33,8 +66,11 @@ export const INFERENCE_PROFILE_PREFIXES = [
  * A cross-region inference profile also needs its foundation model in every region it routes to.
  */
 export function bedrockModelArns(spec: string): string[] {
-  if (!spec.startsWith('bedrock:')) return [];
-  const id = spec.slice('bedrock:'.length);
+  if (spec.startsWith('ssm:')) return TUNED_MODEL_RESOURCES.map(tunedModelArn);
+  const provider = ['bedrock:', 'bedrock-custom:'].find((p) => spec.startsWith(p));
+  if (!provider) return [];
+  const rest = spec.slice(provider.length);
+  const id = provider === 'bedrock-custom:' ? rest.replace(/#[a-z]+$/, '') : rest;
   if (id.startsWith('arn:')) return [id];
   const prefix = INFERENCE_PROFILE_PREFIXES.find((p) => id.startsWith(p));
   if (prefix === undefined) return [`arn:${Aws.PARTITION}:bedrock:${Aws.REGION}::foundation-model/${id}`];
@@ -47,9 +83,14 @@ export function bedrockModelArns(spec: string): string[] {
 /** Properties of a StageFunction. */
 export interface StageFunctionProps {
   /** The stage this function runs; picks the entry `lambdas/<stage>.ts` and sets `STAGE`. */
-  readonly stage: FunctionStage;
-  /** The run bucket: the function reads and writes `runs/*`. */
+  readonly stage: FunctionStage | TuningStage;
+  /** The run bucket: a pipeline stage reads and writes `runs/*`. */
   readonly bucket: IBucket;
+  /**
+   * Whether the function reads and writes the objects of runs; ReverseTuning's steps do not.
+   * @default true
+   */
+  readonly accessesRuns?: boolean;
   /**
    * Whether the function reads uploads under `incoming/`; only `split` does.
    * @default false
@@ -82,7 +123,7 @@ export class StageFunction extends Construct {
   /** The function's log group. */
   readonly logGroup: LogGroup;
   /** The stage this function runs. */
-  readonly stage: FunctionStage;
+  readonly stage: FunctionStage | TuningStage;
   private readonly granted: string[] = [];
 
   constructor(scope: Construct, id: string, props: StageFunctionProps) {
@@ -131,12 +172,18 @@ export class StageFunction extends Construct {
       },
     });
 
-    this.grantBucket(props.bucket, props.readsIncoming ?? false);
+    // ListBucket makes a missing key answer 404 instead of 403, which the store relies on.
+    this.role.addToPrincipalPolicy(
+      new PolicyStatement({ actions: ['s3:ListBucket'], resources: [props.bucket.bucketArn] }),
+    );
+    if (props.accessesRuns ?? true) this.grantBucket(props.bucket, props.readsIncoming ?? false);
   }
 
   /**
-   * Lets the function call `bedrock:InvokeModel` on exactly the models of the `bedrock:` specs
-   * (other specs, openai and llama, grant no model access), and read and write the call cache.
+   * Lets the function call `bedrock:InvokeModel` on exactly the models of the `bedrock:` and
+   * `bedrock-custom:` specs, the tuned models of this account for an `ssm:` spec, and
+   * `sagemaker:InvokeEndpoint` on the endpoints of `sagemaker:` specs (openai and llama specs grant no
+   * model access); and read and write the call cache.
    */
   allowModels(modelSpecs: readonly string[], bucket: IBucket): void {
     const arns = [...new Set(modelSpecs.flatMap(bedrockModelArns))];
@@ -147,9 +194,25 @@ export class StageFunction extends Construct {
         resources: [bucket.arnForObjects(`${CALL_CACHE_PREFIX}*`)],
       }),
     );
-    if (arns.length === 0) return;
+    if (arns.length > 0)
+      this.role.addToPrincipalPolicy(
+        new PolicyStatement({ actions: ['bedrock:InvokeModel'], resources: arns }),
+      );
+    const endpoints = [...new Set(modelSpecs.flatMap(sagemakerEndpointArns))];
+    if (endpoints.length > 0)
+      this.role.addToPrincipalPolicy(
+        new PolicyStatement({ actions: ['sagemaker:InvokeEndpoint'], resources: endpoints }),
+      );
+  }
+
+  /** Lets the function read the SSM parameters that `ssm:` model specs name. */
+  allowParameters(names: readonly string[]): void {
+    if (names.length === 0) return;
     this.role.addToPrincipalPolicy(
-      new PolicyStatement({ actions: ['bedrock:InvokeModel'], resources: arns }),
+      new PolicyStatement({
+        actions: ['ssm:GetParameter'],
+        resources: [...new Set(names)].map(parameterArn),
+      }),
     );
   }
 
@@ -159,10 +222,6 @@ export class StageFunction extends Construct {
   }
 
   private grantBucket(bucket: IBucket, readsIncoming: boolean): void {
-    // ListBucket makes a missing key answer 404 instead of 403, which the store relies on.
-    this.role.addToPrincipalPolicy(
-      new PolicyStatement({ actions: ['s3:ListBucket'], resources: [bucket.bucketArn] }),
-    );
     this.role.addToPrincipalPolicy(
       new PolicyStatement({
         // PutObjectTagging: intermediate objects carry the lifecycle tag. AbortMultipartUpload:

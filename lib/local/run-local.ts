@@ -10,11 +10,12 @@ import { configKey, INCOMING_PREFIX, markerKey, runPrefix } from '../pipeline/ke
 import type { CallCache } from '../pipeline/models/call-cache.js';
 import { GovernorPool } from '../pipeline/models/governor-pool.js';
 import { ModelRegistry } from '../pipeline/models/registry.js';
+import { type ParameterStore, StoreParameterStore } from '../pipeline/parameters.js';
 import { runIdFor } from '../pipeline/records.js';
 import { MergeResult, MODEL_STAGES, type ModelStage, RunMarker, SplitResult } from '../pipeline/schemas.js';
 import { FsStore } from '../pipeline/store/fs-store.js';
 import { LOCAL_ENV } from './definition.js';
-import { STAGE_HANDLERS } from './handlers.js';
+import { STAGE_HANDLERS, TUNING_HANDLERS } from './handlers.js';
 import { synthesizePipeline } from './synth.js';
 
 /** What the local engine reports while it runs. */
@@ -50,6 +51,8 @@ export interface LocalRunOptions {
   readonly cache?: CallCache;
   /** Shared model clients; a run creates (and closes) its own when absent. */
   readonly registry?: StageDeps['models'];
+  /** Where `ssm:` model specs are read; default the run store's `parameters/`. */
+  readonly parameters?: ParameterStore;
   readonly onProgress?: (event: ProgressEvent) => void;
   /** Milliseconds to wait before each retry instead of the definition's intervals (tests). */
   readonly retryIntervalMs?: number;
@@ -90,6 +93,8 @@ export interface LocalExecutionOptions {
   readonly cache?: CallCache;
   /** Rate governors; default one pool for the execution, shared by all its shards. */
   readonly governors?: GovernorPool;
+  /** Where `ssm:` model specs are read; default the store's `parameters/`, where local tuning writes. */
+  readonly parameters?: ParameterStore;
   /** The execution input, as EventBridge or a StartExecution call would give it. */
   readonly input: unknown;
   /** The execution name; a second execution of the same run needs a new one, as in AWS. */
@@ -112,8 +117,17 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
   const governors = options.governors ?? new GovernorPool({ sharedByShards: true });
   for (const [arn, fn] of functions) {
     const module = STAGE_HANDLERS[fn.stage];
-    if (!module) throw new LocalEngineError(`no handler module for stage ${fn.stage}`);
-    const deps: StageDeps = { store, models: registry, cache: options.cache, governors };
+    if (!module) {
+      if (fn.stage in TUNING_HANDLERS) continue;
+      throw new LocalEngineError(`no handler module for stage ${fn.stage}`);
+    }
+    const deps: StageDeps = {
+      store,
+      models: registry,
+      cache: options.cache,
+      governors,
+      parameters: options.parameters ?? new StoreParameterStore(store),
+    };
     handlers.set(
       arn,
       module.createHandler(() => deps),
@@ -233,6 +247,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
       store,
       config: options.resume ? await loadRunConfig(outDir, options.resume) : options.config,
       registry: options.registry ?? (owned as ModelRegistry),
+      parameters: options.parameters,
       cache: options.cache,
       input: start.input,
       executionName: start.executionName,

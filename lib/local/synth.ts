@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { App } from 'aws-cdk-lib';
+import { App, type CfnElement } from 'aws-cdk-lib';
 import { PipelineStack } from '../infra/pipeline-stack.js';
 import type { PipelineConfig } from '../pipeline/config.js';
 import { definitionOf, localFunctionArn } from './definition.js';
@@ -21,11 +21,18 @@ export interface SynthesizedPipeline {
 
 type Resource = { Type: string; Properties?: Record<string, unknown> };
 
+/** Which of the stack's workflows to run. */
+export type Workflow = 'pipeline' | 'tuning';
+
 /**
  * Synthesizes the same stack `cdk deploy` deploys, in process and without bundling, and returns
- * its state machine definition with tokens resolved to local stand-ins.
+ * the definition of one of its state machines (the pipeline by default) with tokens resolved to local
+ * stand-ins, and the stack's functions.
  */
-export function synthesizePipeline(config: PipelineConfig): SynthesizedPipeline {
+export function synthesizePipeline(
+  config: PipelineConfig,
+  workflow: Workflow = 'pipeline',
+): SynthesizedPipeline {
   const outdir = mkdtempSync(join(tmpdir(), 'safer-instruct-synth-'));
   try {
     // The deploy path validates the template; the local run needs only the definition, fast.
@@ -50,7 +57,9 @@ export function synthesizePipeline(config: PipelineConfig): SynthesizedPipeline 
       ) as Record<string, string>;
       functions.set(localFunctionArn(logicalId), { logicalId, stage: env.STAGE, env: plain });
     }
-    return { definition: definitionOf(template), functions };
+    const machine = workflow === 'pipeline' ? stack.pipeline.stateMachine : stack.tuning.stateMachine;
+    const logicalId = stack.getLogicalId(machine.node.defaultChild as CfnElement);
+    return { definition: definitionOf(template, logicalId), functions };
   } finally {
     rmSync(outdir, { recursive: true, force: true });
   }

@@ -1,16 +1,21 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
+import { InductionExample } from './prompts/induction.js';
 
 /**
- * A model, named by provider: `bedrock:<modelId or inference profile>`,
- * `openai:<baseURL>#<model>`, `llama:<path.gguf | hf:URI>`.
+ * A model, named by provider: `bedrock:<modelId, inference profile or ARN>` (Converse),
+ * `bedrock-custom:<modelId or ARN>[#llama|titan|cohere|mistral|completion]` (InvokeModel with the raw
+ * prompt, for custom and imported models), `sagemaker:<endpoint>[#tgi|messages]`,
+ * `openai:<baseURL>#<model>`, `llama:<path.gguf | hf:URI>`, or `ssm:<parameter name>`: the spec an SSM
+ * parameter holds (the tuned model ReverseTuning records), read when a run starts.
  */
 export const ModelSpec = z
   .string()
   .regex(
-    /^(bedrock|openai|llama):.+/,
-    'a model spec is bedrock:<id>, openai:<baseURL>#<model> or llama:<path|hf:URI>',
+    /^(bedrock|bedrock-custom|sagemaker|openai|llama|ssm):.+/,
+    'a model spec is bedrock:<id>, bedrock-custom:<arn>[#body], sagemaker:<endpoint>[#payload], ' +
+      'openai:<baseURL>#<model>, llama:<path|hf:URI> or ssm:<parameter>',
   );
 export type ModelSpec = z.infer<typeof ModelSpec>;
 
@@ -84,6 +89,31 @@ export const QualityConfig = z.strictObject({
 });
 export type QualityConfig = z.infer<typeof QualityConfig>;
 
+/**
+ * Reversed instruction tuning (the ReverseTuning state machine): the base model Bedrock fine-tunes on
+ * reversed data, its hyperparameters, and how the tuned model is served for induction.
+ */
+export const TuningConfig = z.strictObject({
+  /** A Bedrock base model that can be fine-tuned; its id decides the training data format. */
+  baseModel: z.string().min(1).default('amazon.nova-micro-v1:0:128k'),
+  /** Passed to CreateModelCustomizationJob as strings, e.g. `{"epochCount": 2}`; absent keys keep Bedrock's defaults. */
+  hyperParameters: z.record(z.string(), z.union([z.string(), z.number()]).transform(String)).default({}),
+  /**
+   * How the tuned model is made invokable. `deployment`: an on-demand custom model deployment, billed per
+   * token (Nova models); `provisioned`: Provisioned Throughput, billed per model unit per HOUR whether
+   * used or not; `none`: record the custom model only. `auto`: deployment for Nova, none otherwise.
+   */
+  serving: z.enum(['auto', 'none', 'deployment', 'provisioned']).default('auto'),
+  /** Model units of Provisioned Throughput, when serving is `provisioned`. */
+  modelUnits: z.number().int().min(1).max(20).default(1),
+  /** The SSM parameter the tuned model's spec is written to; default `/<stack name>/induce-model`. */
+  parameterName: z
+    .string()
+    .regex(/^\/[\w.\-/]{1,1000}$/, 'an SSM parameter name: /path/name of letters, digits, . - _')
+    .optional(),
+});
+export type TuningConfig = z.infer<typeof TuningConfig>;
+
 /** The pipeline configuration: models, limits and prompts. Criteria and prompts are data. */
 export const PipelineConfig = z
   .strictObject({
@@ -106,6 +136,7 @@ export const PipelineConfig = z
       })
       .prefault({}),
     quality: QualityConfig.prefault({}),
+    tuning: TuningConfig.prefault({}),
     /** Records per shard; raised automatically so a run has at most `maxShards` shards. */
     shardSize: z.number().int().min(1).max(100_000).default(50),
     /**
@@ -119,7 +150,17 @@ export const PipelineConfig = z
     callConcurrency: z.number().int().min(1).max(64).default(4),
     stages: z
       .strictObject({
-        induce: generationSettings(128, 0.2).prefault({}),
+        induce: generationSettings(128, 0.2)
+          .extend({
+            /**
+             * `tuned`: the reversed training prompt, for a model tuned by ReverseTuning; `few-shot`: reversed
+             * examples for a general model; `auto`: tuned for custom, imported and SageMaker models.
+             */
+            prompt: z.enum(['auto', 'tuned', 'few-shot']).default('auto'),
+            /** The few-shot examples, e.g. drawn from `reverse-data` output with `run --few-shot`. */
+            examples: z.array(InductionExample).max(16).optional(),
+          })
+          .prefault({}),
         filter: judgeSettings(256, DEFAULT_FILTER_CRITERIA, 3).prefault({}),
         respond: generationSettings(512, 0.7).prefault({}),
         evaluate: judgeSettings(256, DEFAULT_EVALUATE_CRITERIA, 4).prefault({}),

@@ -4,6 +4,7 @@ import { CallCache } from './models/call-cache.js';
 import { GovernorPool } from './models/governor-pool.js';
 import type { ModelClient } from './models/model-client.js';
 import { ModelRegistry } from './models/registry.js';
+import { type ParameterStore, SsmParameterStore } from './parameters.js';
 import { S3Store } from './store/s3-store.js';
 import type { Store } from './store/store.js';
 
@@ -17,6 +18,8 @@ export interface StageDeps {
   readonly governors?: GovernorPool;
   /** The clock, for timestamps in the manifest. */
   readonly now?: () => Date;
+  /** Where `ssm:` model specs are read when a run starts; absent, such specs are an error. */
+  readonly parameters?: ParameterStore;
 }
 
 let processDeps: StageDeps | undefined;
@@ -33,6 +36,7 @@ export const defaultDeps = (): StageDeps => {
       models: new ModelRegistry(),
       cache: new CallCache(store),
       governors: new GovernorPool({ sharedByShards: false }),
+      parameters: new SsmParameterStore(),
     };
   }
   return processDeps;

@@ -13,7 +13,7 @@ import { AwsSolutionsChecks } from 'cdk-nag';
 import { afterAll, describe, expect, it } from 'vitest';
 import { applyNagAcknowledgements } from '../../lib/infra/nag.js';
 import { PipelineStack } from '../../lib/infra/pipeline-stack.js';
-import { FUNCTION_STAGES, type FunctionStage } from '../../lib/infra/stage-function.js';
+import { FUNCTION_STAGES, type FunctionStage, TUNING_STAGES } from '../../lib/infra/stage-function.js';
 import { definitionOf, LOCAL_ENV, resolveIntrinsics } from '../../lib/local/definition.js';
 import { type PipelineConfigInput, parseConfig } from '../../lib/pipeline/config.js';
 import { MODEL_STAGES } from '../../lib/pipeline/schemas.js';
@@ -38,6 +38,16 @@ const MIXED = {
     evaluate: `bedrock:${HAIKU}`,
   },
   concurrency: 7,
+} satisfies PipelineConfigInput;
+/** Induction by the model ReverseTuning records, judges on a custom model and SageMaker; provisioned serving. */
+const TUNED = {
+  models: {
+    induce: 'ssm:/SaferInstruct/induce-model',
+    filter: 'bedrock-custom:arn:aws:bedrock:us-west-2:123456789012:provisioned-model/abc123#llama',
+    respond: 'sagemaker:My-Endpoint#messages',
+    evaluate: `bedrock:${HAIKU}`,
+  },
+  tuning: { baseModel: 'meta.llama3-1-8b-instruct-v1:0:128k', serving: 'provisioned' },
 } satisfies PipelineConfigInput;
 const JUDGE_TASKS = ['Filter', 'Respond', 'Evaluate'] as const;
 
@@ -230,7 +240,9 @@ describe('PipelineStack functions', () => {
     const { template, stack } = mixed();
 
     // Act
-    const functions = Object.values(template.findResources('AWS::Lambda::Function')).map((f) => f.Properties);
+    const functions = Object.values(template.findResources('AWS::Lambda::Function'))
+      .map((f) => f.Properties)
+      .filter((f) => (FUNCTION_STAGES as readonly string[]).includes(f.Environment.Variables.STAGE));
 
     // Assess
     expect(functions.map((f) => f.Environment.Variables.STAGE).sort()).toEqual([...FUNCTION_STAGES].sort());
@@ -368,7 +380,9 @@ describe('PipelineStack trigger', () => {
     const { template, stack } = mixed();
 
     // Act
-    const rules = Object.values(template.findResources('AWS::Events::Rule')).map((r) => r.Properties);
+    const rules = Object.values(template.findResources('AWS::Events::Rule'))
+      .map((r) => r.Properties)
+      .filter((r) => r.EventPattern.detail.object.key[0].prefix === 'incoming/');
 
     // Assess
     expect(rules).toHaveLength(1);
@@ -681,6 +695,7 @@ describe('PipelineStack cdk-nag', () => {
   it.each([
     ['a Bedrock-only config', BEDROCK_ONLY],
     ['a mixed config with an inference profile', MIXED],
+    ['a tuned-induction config with provisioned throughput', TUNED],
   ])('leaves no unacknowledged AwsSolutions error or warning for %s', (_, config) => {
     // Prepare
     const app = newApp({ context: { [FAIL_SYNTH_ON_VALIDATION_ERRORS_CONTEXT]: false } });
@@ -731,7 +746,7 @@ describe('PipelineStack template', () => {
 
     // Assess
     const assets = readdirSync(assembly.directory).filter((name) => name.startsWith('asset.'));
-    expect(assets).toHaveLength(FUNCTION_STAGES.length);
+    expect(assets).toHaveLength(FUNCTION_STAGES.length + TUNING_STAGES.length);
     for (const asset of assets) {
       const files = readdirSync(join(assembly.directory, asset));
       expect(files.sort()).toEqual(['index.mjs', 'index.mjs.map']);

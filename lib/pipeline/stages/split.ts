@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { type PipelineConfig, parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
-import { InputError } from '../errors.js';
+import { InputError, ModelConfigError } from '../errors.js';
 import { countLines, delimiterOf, formatOf, type RawRow, readCsv, readJsonl, sniffInput } from '../input.js';
 import {
   configKey,
@@ -13,6 +13,8 @@ import {
   splitStatsKey,
 } from '../keys.js';
 import { emptyStats } from '../ledger.js';
+import { resolveModelSpec } from '../models/registry.js';
+import type { ParameterStore } from '../parameters.js';
 import { characterCount, spreadsheetArtifact } from '../quality/checks.js';
 import { normalizeText, recordIdFor, runIdFor } from '../records.js';
 import {
@@ -24,6 +26,25 @@ import {
   type SplitResult,
 } from '../schemas.js';
 import { jsonlChunks, toJsonl } from '../store/store.js';
+
+/**
+ * The configuration with each `ssm:` model spec replaced by the spec its parameter holds now: a run uses
+ * one model from start to end, and its config, trace and report name that model, not the parameter.
+ */
+export async function pinModels(
+  config: PipelineConfig,
+  parameters?: ParameterStore,
+): Promise<PipelineConfig> {
+  const entries = await Promise.all(
+    Object.entries(config.models).map(async ([stage, spec]) => {
+      if (!spec.startsWith('ssm:')) return [stage, spec] as const;
+      if (!parameters)
+        throw new ModelConfigError(`models.${stage} is ${spec}, but there is no parameter store here`);
+      return [stage, await resolveModelSpec(spec, parameters)] as const;
+    }),
+  );
+  return { ...config, models: Object.fromEntries(entries) as PipelineConfig['models'] };
+}
 
 /** Where the run's input is, from an S3 event or a direct start. */
 function inputOf(event: SplitInput['event']): { key: string; etag: string | null; change: string } {
@@ -269,7 +290,7 @@ export async function split(input: SplitInput, deps: StageDeps): Promise<SplitRe
       `${key}: the object changed after the run started (ETag ${given.etag}, now ${head.etag}); ` +
         'its new version is a run of its own',
     );
-  await store.put(configKey(runId), JSON.stringify(config, null, 2));
+  await store.put(configKey(runId), JSON.stringify(await pinModels(config, deps.parameters), null, 2));
 
   const { textField, maxLineBytes } = config.input;
   await sniffInput(await store.getStream(key), key);
