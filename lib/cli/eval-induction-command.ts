@@ -12,6 +12,7 @@ import {
   evaluateInduction,
   type InductionEval,
 } from '../reverse/eval-induction.js';
+import { drawFewShotExamples } from '../reverse/few-shot.js';
 import type { CliIo } from './main.js';
 
 const PROMPTS = ['auto', 'tuned', 'few-shot'] as const;
@@ -36,6 +37,9 @@ Options:
                              stages.induce.prompt, auto: tuned for custom, imported and SageMaker models)
   --config <file>            a JSON pipeline configuration: its induce settings (maxTokens, temperature,
                              prompt, examples, template), limits, retries, callConcurrency and prices
+  --few-shot <file>          draw the few-shot examples from this file (reverse-data's training
+                             output, never the held-out file itself)
+  --shots <n>                how many examples --few-shot draws (default 4)
   --limit <n>                evaluate the first n examples of the file only
   --examples <n>             rows of reference and prediction the text report shows (default 5)
   --json                     print the report as one JSON document
@@ -196,6 +200,8 @@ export async function evalInductionCommand(
         prompt: { type: 'string' },
         limit: { type: 'string' },
         examples: { type: 'string' },
+        'few-shot': { type: 'string' },
+        shots: { type: 'string' },
         json: { type: 'boolean' },
         out: { type: 'string' },
         'cache-dir': { type: 'string' },
@@ -222,10 +228,17 @@ export async function evalInductionCommand(
 
     const configPath = str(values.config);
     const file: PipelineConfigInput = configPath === undefined ? {} : await loadConfigFile(configPath);
+    const fewShotFile = str(values['few-shot']);
+    const shots = wholeNumber('--shots', str(values.shots), 1) ?? 4;
+    // Examples drawn from a file the held-out split is not part of: drawn from it, they would leak answers.
+    const fewShot = fewShotFile === undefined ? undefined : await drawFewShotExamples(fewShotFile, shots);
+    const induce = {
+      ...file.stages?.induce,
+      ...(prompt === undefined ? {} : { prompt }),
+      ...(fewShot === undefined ? {} : { examples: fewShot }),
+    };
     const config = parseConfig(
-      prompt === undefined
-        ? file
-        : { ...file, stages: { ...file.stages, induce: { ...file.stages?.induce, prompt } } },
+      { ...file, stages: { ...file.stages, induce } },
       configPath === undefined ? 'options' : `config ${configPath}`,
     );
     const cache = values['no-cache']

@@ -15,6 +15,7 @@ import { CallCache } from '../pipeline/models/call-cache.js';
 import { ModelRegistry } from '../pipeline/models/registry.js';
 import { SsmParameterStore } from '../pipeline/parameters.js';
 import { FsStore } from '../pipeline/store/fs-store.js';
+import { drawFewShotExamples } from '../reverse/few-shot.js';
 import { auditCommand } from './audit-command.js';
 import { evalInductionCommand } from './eval-induction-command.js';
 import { reverseDataCommand } from './reverse-data-command.js';
@@ -46,6 +47,9 @@ Options:
   --category-field <name>  the field or column holding the category (default category)
   --id-field <name>        the field or column holding a record id (default id)
   --format <jsonl|csv>     the input format (default: from the file extension)
+  --few-shot <file>        draw the examples of few-shot induction from reversed data or an
+                           instruction dataset (reverse-data's held-out file, Alpaca, ShareGPT ...)
+  --shots <n>              how many examples --few-shot draws (default 4)
   --shard-size <n>         records per shard (default 50)
   --concurrency <n>        shards in flight at once (default 4)
   --resume <runId>         continue a run in <dir> that stopped: finished stages are kept and
@@ -82,12 +86,16 @@ const positiveInt = (flag: string, value: string | undefined) => {
 };
 
 /** Builds the run's configuration: defaults, then the config file, then flags. */
-async function configFrom(values: Record<string, string | boolean | undefined>) {
+export async function configFrom(values: Record<string, string | boolean | undefined>) {
   const file: PipelineConfigInput =
     typeof values.config === 'string' ? await loadConfigFile(values.config) : {};
   const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
   const base = str('model');
   const fileModels = file.models;
+  const fewShotFile = str('few-shot');
+  const fewShot = fewShotFile
+    ? await drawFewShotExamples(fewShotFile, positiveInt('--shots', str('shots')) ?? 4)
+    : undefined;
   const pick = (stage: 'induce' | 'filter' | 'respond' | 'evaluate', flag?: string) =>
     (flag ? str(flag) : undefined) ?? base ?? fileModels?.[stage] ?? DEFAULT_LOCAL_MODEL;
   const raw = {
@@ -105,6 +113,7 @@ async function configFrom(values: Record<string, string | boolean | undefined>) 
       ...(str('id-field') ? { idField: str('id-field') } : {}),
       ...(str('format') ? { format: str('format') } : {}),
     },
+    ...(fewShot ? { stages: { ...file.stages, induce: { ...file.stages?.induce, examples: fewShot } } } : {}),
     ...(str('shard-size') ? { shardSize: positiveInt('--shard-size', str('shard-size')) } : {}),
     ...(str('concurrency') ? { concurrency: positiveInt('--concurrency', str('concurrency')) } : {}),
   };
@@ -176,6 +185,8 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         'id-field': { type: 'string' },
         format: { type: 'string' },
         'shard-size': { type: 'string' },
+        'few-shot': { type: 'string' },
+        shots: { type: 'string' },
         concurrency: { type: 'string' },
         resume: { type: 'string' },
         'cache-dir': { type: 'string' },

@@ -169,3 +169,28 @@ export function tuningFormatOf(baseModelId: string): ReverseFormat {
     );
   return found[1];
 }
+
+const REVERSED = new RegExp(
+  `^${REVERSED_PREAMBLE.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\n\\n### Response:\\n([\\s\\S]*)\\n\\n### Instruction:\\n$`,
+);
+
+/**
+ * The pair a training record of any reversed format was written from, or undefined when the value is
+ * not such a record: the inverse of {@link formatRecord}.
+ */
+export function unreverseRecord(value: unknown): ReversePair | undefined {
+  const fromPrompt = (prompt: string, instruction: string) => {
+    const response = REVERSED.exec(prompt)?.[1];
+    return response === undefined ? undefined : { response, instruction };
+  };
+  const alpaca = AlpacaRecord.safeParse(value);
+  if (alpaca.success) return { response: alpaca.data.input, instruction: alpaca.data.output };
+  const completion = PromptCompletionRecord.safeParse(value);
+  if (completion.success) return fromPrompt(completion.data.prompt, completion.data.completion);
+  const turns = MessagesRecord.safeParse(value);
+  if (turns.success) return fromPrompt(turns.data.messages[0].content, turns.data.messages[1].content);
+  const nova = NovaRecord.safeParse(value);
+  if (nova.success)
+    return fromPrompt(nova.data.messages[0].content[0].text, nova.data.messages[1].content[0].text);
+  return undefined;
+}

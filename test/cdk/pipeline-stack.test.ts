@@ -736,6 +736,7 @@ describe('PipelineStack template', () => {
     expect(scrubbed).toMatchSnapshot();
   });
 
+  // Ten bundles by esbuild take most of a minute on two busy cores.
   it('bundles every stage entry point into an ESM module with a source map that loads without node_modules', async () => {
     // Prepare
     const app = newApp({ bundle: true });
@@ -761,5 +762,5 @@ describe('PipelineStack template', () => {
       expect(typeof module.handler).toBe('function');
       rmSync(isolated, { recursive: true, force: true });
     }
-  });
+  }, 180_000);
 });

@@ -26,8 +26,9 @@ describe('npx cdk synth', () => {
 
     const template = JSON.parse(readFileSync(join(out, 'SaferInstruct.template.json'), 'utf8'));
     const types = Object.values(template.Resources as Record<string, { Type: string }>).map((r) => r.Type);
-    expect(types.filter((t) => t === 'AWS::Lambda::Function')).toHaveLength(7);
-    expect(types).toContain('AWS::StepFunctions::StateMachine');
+    // Seven pipeline stages and the three Lambda steps of ReverseTuning, in two workflows.
+    expect(types.filter((t) => t === 'AWS::Lambda::Function')).toHaveLength(10);
+    expect(types.filter((t) => t === 'AWS::StepFunctions::StateMachine')).toHaveLength(2);
     expect(existsSync(join(out, 'SaferInstruct.assets.json'))).toBe(true);
   }, 180_000);
 });
