@@ -47,8 +47,9 @@ Options:
   --category-field <name>  the field or column holding the category (default category)
   --id-field <name>        the field or column holding a record id (default id)
   --format <jsonl|csv>     the input format (default: from the file extension)
-  --few-shot <file>        draw the examples of few-shot induction from reversed data or an
-                           instruction dataset (reverse-data's held-out file, Alpaca, ShareGPT ...)
+  --few-shot <file>        draw the examples of few-shot induction from reverse-data's training
+                           output or an instruction dataset (Alpaca, Dolly, ShareGPT, messages); not
+                           from a held-out split that eval-induction will score
   --shots <n>              how many examples --few-shot draws (default 4)
   --shard-size <n>         records per shard (default 50)
   --concurrency <n>        shards in flight at once (default 4)

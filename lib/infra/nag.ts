@@ -1,7 +1,12 @@
 import { Aws, Validations } from 'aws-cdk-lib';
 import type { IConstruct } from 'constructs';
 import { CALL_CACHE_PREFIX, INCOMING_PREFIX, runPrefix } from '../pipeline/keys.js';
-import { TUNING_INCOMING_PREFIX, TUNING_OUTPUT_PREFIX, tuningManifestKey } from '../tuning/schemas.js';
+import {
+  TUNING_INCOMING_PREFIX,
+  TUNING_OUTPUT_PREFIX,
+  tuningManifestKey,
+  tuningServingKey,
+} from '../tuning/schemas.js';
 import type { PipelineStack } from './pipeline-stack.js';
 import { bedrockModelArns } from './stage-function.js';
 
@@ -136,6 +141,11 @@ function applyTuningAcknowledgements(stack: PipelineStack): void {
   const prepare = tuning.functions['prepare-tuning'].role;
   acknowledge(
     prepare,
+    wildcardResource(stack, bedrockArn('model-customization-job')),
+    `${runtimeNamed('Customization jobs')} PrepareTuning reads whether one of this tuning ran before.`,
+  );
+  acknowledge(
+    prepare,
     incoming,
     'PrepareTuning reads the uploaded training data, known only when it arrives; read-only.',
   );
@@ -150,6 +160,11 @@ function applyTuningAcknowledgements(stack: PipelineStack): void {
     "RecordModel writes the finished tuning's manifest, named after its job; object-level Put only.",
   );
   const serve = tuning.functions['serve-model'].role;
+  acknowledge(
+    serve,
+    wildcardResource(stack, stack.bucket.arnForObjects(tuningServingKey('*'))),
+    'ServeModel records and reads what it created for a job, named after the job; object-level Get/Put only.',
+  );
   acknowledge(
     serve,
     wildcardResource(stack, bedrockArn('model-customization-job')),

@@ -8,8 +8,10 @@ import { ConfigError } from '../pipeline/errors.js';
 import { INCOMING_PREFIX } from '../pipeline/keys.js';
 import { MODEL_STAGES } from '../pipeline/schemas.js';
 import { INTERMEDIATE_TAG } from '../pipeline/store/s3-store.js';
+import { tuningFormatOf } from '../reverse/formats.js';
+import { servingFor } from '../tuning/prepare.js';
 import { PipelineStateMachine } from './pipeline-state-machine.js';
-import { defaultParameterName, ReverseTuning } from './reverse-tuning.js';
+import { ReverseTuning } from './reverse-tuning.js';
 import { FUNCTION_STAGES, type FunctionStage, StageFunction } from './stage-function.js';
 
 /** The largest configuration a run takes, as JSON: well inside Split's 256 KB payload. */
@@ -28,8 +30,32 @@ export interface PipelineStackProps extends StackProps {
 }
 
 /** The problems that make a configuration unfit for this stack, one line each. */
-export function stackConfigProblems(config: PipelineConfig, allowLocalModels = false): string[] {
+export function stackConfigProblems(
+  config: PipelineConfig,
+  allowLocalModels = false,
+  parameterName = config.tuning.parameterName,
+): string[] {
   const problems: string[] = [];
+  const { baseModel, serving } = config.tuning;
+  if (baseModel.startsWith('arn:')) problems.push(`tuning.baseModel is an ARN; give the base model's id`);
+  else
+    try {
+      tuningFormatOf(baseModel);
+    } catch (error) {
+      problems.push(`tuning.baseModel: ${(error as Error).message}`);
+    }
+  if (serving === 'deployment' && !baseModel.startsWith('amazon.nova-'))
+    problems.push(
+      `tuning.serving is deployment, but Bedrock deploys custom models on demand for Nova only; ${baseModel} ` +
+        'needs provisioned (billed by the hour) or none',
+    );
+  if (parameterName && servingFor(config.tuning) === 'none')
+    for (const [stage, spec] of Object.entries(config.models))
+      if (spec === `ssm:${parameterName}`)
+        problems.push(
+          `models.${stage} is ${spec}, but with tuning.serving none ReverseTuning records a model that cannot be ` +
+            'invoked and never writes that parameter; set tuning.serving',
+        );
   if (!allowLocalModels) {
     for (const [stage, spec] of Object.entries(config.models)) {
       if (spec.startsWith('llama:')) {
@@ -67,7 +93,8 @@ export class PipelineStack extends Stack {
   constructor(scope: Construct, id: string, props: PipelineStackProps) {
     super(scope, id, props);
     const { config } = props;
-    const problems = stackConfigProblems(config, props.allowLocalModels ?? false);
+    const parameterName = config.tuning.parameterName ?? `/${this.stackName}/induce-model`;
+    const problems = stackConfigProblems(config, props.allowLocalModels ?? false, parameterName);
     if (problems.length > 0) {
       throw new ConfigError(`${id}: cannot synthesize:\n- ${problems.join('\n- ')}`);
     }
@@ -145,7 +172,7 @@ export class PipelineStack extends Stack {
     this.tuning = new ReverseTuning(this, 'ReverseTuning', {
       bucket: this.bucket,
       config,
-      parameterName: config.tuning.parameterName ?? defaultParameterName(this),
+      parameterName,
     });
 
     new CfnOutput(this, 'BucketName', { value: this.bucket.bucketName });

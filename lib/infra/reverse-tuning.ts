@@ -1,4 +1,4 @@
-import { Aws, Duration, Names, RemovalPolicy, type Stack } from 'aws-cdk-lib';
+import { Aws, Duration, Names, RemovalPolicy } from 'aws-cdk-lib';
 import { Match, Rule } from 'aws-cdk-lib/aws-events';
 import { SfnStateMachine } from 'aws-cdk-lib/aws-events-targets';
 import { PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
@@ -16,7 +16,6 @@ import {
   Result,
   StateMachine,
   StateMachineType,
-  Succeed,
   TaskInput,
   Timeout,
   Wait,
@@ -26,7 +25,12 @@ import { LambdaInvoke } from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import type { PipelineConfig } from '../pipeline/config.js';
 import { servingFor } from '../tuning/prepare.js';
-import { TUNING_INCOMING_PREFIX, TUNING_OUTPUT_PREFIX, tuningManifestKey } from '../tuning/schemas.js';
+import {
+  TUNING_INCOMING_PREFIX,
+  TUNING_OUTPUT_PREFIX,
+  tuningManifestKey,
+  tuningServingKey,
+} from '../tuning/schemas.js';
 import { StageFunction, type TuningStage } from './stage-function.js';
 
 /** Properties of a ReverseTuning. */
@@ -81,6 +85,13 @@ export class ReverseTuning extends Construct {
       'record-model': stepFunction('record-model', 'Record'),
     };
     this.functions = functions;
+    // Whether a job of this tuning exists already, and how it ended.
+    functions['prepare-tuning'].role.addToPrincipalPolicy(
+      new PolicyStatement({
+        actions: ['bedrock:GetModelCustomizationJob'],
+        resources: [arn('model-customization-job/*')],
+      }),
+    );
     functions['prepare-tuning'].role.addToPrincipalPolicy(
       new PolicyStatement({
         actions: ['s3:GetObject'],
@@ -105,6 +116,13 @@ export class ReverseTuning extends Construct {
       }),
     );
     const serveRole = functions['serve-model'].role;
+    // The record of what was created, written at once and read by every later call.
+    serveRole.addToPrincipalPolicy(
+      new PolicyStatement({
+        actions: ['s3:GetObject', 's3:PutObject'],
+        resources: [bucket.arnForObjects(tuningServingKey('*'))],
+      }),
+    );
     // Only when the task's result lacks the output model ARN.
     serveRole.addToPrincipalPolicy(
       new PolicyStatement({
@@ -163,7 +181,6 @@ export class ReverseTuning extends Construct {
       errors: [
         'StoreTransientError',
         'ModelTransientError',
-        'ThrottlingException',
         'Lambda.TooManyRequestsException',
         'Sandbox.Timedout',
       ],
@@ -215,7 +232,11 @@ export class ReverseTuning extends Construct {
         TimeoutSeconds: JOB_TIMEOUT.toSeconds(),
         Retry: [
           {
-            ErrorEquals: ['Bedrock.ThrottlingException', 'Bedrock.InternalServerException'],
+            ErrorEquals: [
+              'Bedrock.ThrottlingException',
+              'Bedrock.InternalServerException',
+              'Bedrock.ServiceUnavailableException',
+            ],
             IntervalSeconds: 30,
             BackoffRate: 2,
             MaxAttempts: 5,
@@ -253,9 +274,24 @@ export class ReverseTuning extends Construct {
       .when(Condition.stringEquals('$.served.value.status', 'ready'), record)
       .otherwise(waitForServing.next(serve));
 
+    // An execution that failed after its job completed left a trained model: serve it, do not train again.
+    const useFinishedJob = new Pass(this, 'UseFinishedJob', {
+      parameters: {
+        'JobArn.$': '$.prepared.value.job.JobArn',
+        'OutputModelArn.$': '$.prepared.value.job.OutputModelArn',
+      },
+      resultPath: '$.job',
+    });
+    // Data tuned before: record that model again, so the parameter points back at it.
+    const useRecorded = new Pass(this, 'UseRecorded', {
+      parameters: { 'value.$': '$.prepared.value.served' },
+      resultPath: '$.served',
+    });
+    notServing.next(serve).next(ready);
     const alreadyTuned = new Choice(this, 'AlreadyTuned', { stateName: 'AlreadyTuned?' })
-      .when(Condition.booleanEquals('$.prepared.value.done', true), new Succeed(this, 'TunedBefore'))
-      .otherwise(customize.next(notServing).next(serve).next(ready));
+      .when(Condition.booleanEquals('$.prepared.value.done', true), useRecorded.next(record))
+      .when(Condition.booleanEquals('$.prepared.value.trained', true), useFinishedJob.next(notServing))
+      .otherwise(customize.next(notServing));
 
     this.logGroup = new LogGroup(this, 'Logs', {
       logGroupName: `/aws/vendedlogs/states/${Names.uniqueResourceName(this, { maxLength: 200 })}`,
@@ -303,6 +339,3 @@ export class ReverseTuning extends Construct {
     });
   }
 }
-
-/** The parameter name a stack uses when the configuration names none. */
-export const defaultParameterName = (stack: Stack) => `/${stack.stackName}/induce-model`;

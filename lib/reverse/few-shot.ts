@@ -15,17 +15,25 @@ const within = (text: string, [min, max]: readonly [number, number]) => {
   return length >= min && length <= max;
 };
 
-/** The pairs of a file: reverse-data's training output in any format, else any instruction dataset. */
+/** Lines looked at for a first JSON object before a file is read as an instruction dataset. */
+const PEEK_LINES = 100;
+
+/**
+ * The pairs of a file: reverse-data's training output in any format (JSON Lines, whatever the file is
+ * named), else any instruction dataset, told apart by the first JSON object on a line of its own.
+ */
 async function* examplesOf(path: string): AsyncGenerator<ReversePair> {
   let reversed: boolean | undefined;
-  if (!path.endsWith('.json'))
-    for await (const row of readJsonl(createReadStream(path), { maxLineBytes: 1_048_576 })) {
-      if (!('fields' in row)) continue;
-      const pair = unreverseRecord(row.fields);
-      reversed ??= pair !== undefined;
-      if (!reversed) break;
-      if (pair) yield pair;
+  for await (const row of readJsonl(createReadStream(path), { maxLineBytes: 1_048_576 })) {
+    if (!('fields' in row)) {
+      if (reversed === undefined && row.line >= PEEK_LINES) break;
+      continue;
     }
+    const pair = unreverseRecord(row.fields);
+    reversed ??= pair !== undefined;
+    if (!reversed) break;
+    if (pair) yield pair;
+  }
   if (reversed) return;
   for await (const item of readInstructions(path)) if (!isReadProblem(item)) yield item;
 }

@@ -434,8 +434,9 @@ function contentText(role: string, content: unknown): Message['text'] {
 
 /**
  * A conversation's examples: each assistant message that directly follows a user message, paired with
- * it. Earlier turns are not part of the example; other messages (system prompts, tool output, a second
- * message from the same side) pair with nothing.
+ * it. Messages in a row from the same side are one message (a reply continued in a second message is
+ * one response). Earlier turns are not part of the example; other messages (system prompts, tool
+ * output) pair with nothing.
  */
 function conversationOf(
   list: unknown,
@@ -449,7 +450,18 @@ function conversationOf(
   for (const [i, entry] of list.entries()) {
     const message = isObject(entry) ? read(entry) : `is ${kindOf(entry)}`;
     if (typeof message === 'string') return [problem(at, 'unknown-shape', `${field}[${i}] ${message}`)];
-    messages.push(message);
+    const last = messages.at(-1);
+    if (last?.role === message.role)
+      messages[messages.length - 1] = {
+        role: message.role,
+        text:
+          typeof last.text !== 'string'
+            ? last.text
+            : typeof message.text !== 'string'
+              ? message.text
+              : `${last.text}\n\n${message.text}`,
+      };
+    else messages.push(message);
   }
   const items: InstructionItem[] = [];
   let turn = 0;

@@ -17,12 +17,13 @@ export function tunedModelSpec(baseModel: string, format: string, invokeArn: str
 /**
  * ReverseTuning's last step: writes the tuning's manifest to the bucket, then points the SSM parameter
  * at the tuned model, so a pipeline configured with `models.induce: "ssm:<parameter>"` uses it from its
- * next run on. The manifest is written first: an execution that fails between the two finds it and
- * is done, and the parameter is written again by rerunning this step.
+ * next run on. A model served `none` cannot be invoked as it is: its manifest is written, the parameter
+ * is left alone. An upload of data tuned before records it again, so the parameter points back at it.
  */
 export async function recordModel(input: RecordModelInput, deps: TuningDeps): Promise<TuningManifest> {
   const { prepared, served } = input;
   const invokeArn = served.invokeArn ?? served.customModelArn;
+  const invokable = prepared.serving !== 'none';
   const manifest: TuningManifest = {
     jobName: prepared.jobName,
     ...(served.jobArn ? { jobArn: served.jobArn } : {}),
@@ -37,13 +38,15 @@ export async function recordModel(input: RecordModelInput, deps: TuningDeps): Pr
     ...(served.servingArn ? { servingArn: served.servingArn } : {}),
     modelSpec: tunedModelSpec(prepared.baseModel, prepared.format, invokeArn),
     parameterName: prepared.parameterName,
+    parameterWritten: invokable,
     recordedAt: (deps.now?.() ?? new Date()).toISOString(),
   };
   await deps.store.put(tuningManifestKey(prepared.jobName), JSON.stringify(manifest, null, 2));
-  await deps.parameters.put(
-    prepared.parameterName,
-    manifest.modelSpec,
-    `safer-instruct induction model, tuned by ${prepared.jobName}`,
-  );
+  if (invokable)
+    await deps.parameters.put(
+      prepared.parameterName,
+      manifest.modelSpec,
+      `safer-instruct induction model, tuned by ${prepared.jobName}`,
+    );
   return manifest;
 }

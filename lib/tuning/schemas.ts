@@ -7,10 +7,29 @@ export const TUNING_INCOMING_PREFIX = 'tuning/incoming/';
 export const TUNING_OUTPUT_PREFIX = 'tuning/output/';
 /** The record of one finished tuning, by job name: what the induction stage's parameter points at. */
 export const tuningManifestKey = (jobName: string) => `tuning/manifests/${jobName}.json`;
+/**
+ * The record of what ServeModel created for a job, written the moment it exists: a deployment or
+ * Provisioned Throughput is never created twice, and is never billing without a record of it.
+ */
+export const tuningServingKey = (jobName: string) => `tuning/manifests/${jobName}.serving.json`;
 
 /** How the tuned model is made invokable, with `auto` resolved. */
 export const Serving = z.enum(['none', 'deployment', 'provisioned']);
 export type Serving = z.infer<typeof Serving>;
+
+/** ServeModel's answer: where serving stands, and the ARN induction invokes once it is ready. */
+export const Served = z.object({
+  status: z.enum(['ready', 'creating']),
+  customModelArn: z.string(),
+  /** The provisioned model or deployment ARN, once created. */
+  servingArn: z.string().optional(),
+  /** What `bedrock:InvokeModel` is called with: the serving ARN, or the custom model itself. */
+  invokeArn: z.string().optional(),
+  jobArn: z.string().optional(),
+  /** How many times serving was found still being created. */
+  polls: z.number().int().nonnegative().optional(),
+});
+export type Served = z.infer<typeof Served>;
 
 /** PrepareTuning's payload: how the execution started, and the constants of the deployed definition. */
 export const PrepareTuningInput = z.object({
@@ -28,6 +47,15 @@ export type PrepareTuningInput = z.infer<typeof PrepareTuningInput>;
 export const PreparedTuning = z.object({
   /** An earlier execution finished this tuning: its manifest exists, nothing is paid again. */
   done: z.boolean(),
+  /**
+   * The job of this name already completed (an earlier execution failed after it): its model is served
+   * and recorded without training again.
+   */
+  trained: z.boolean(),
+  /** The finished job, when `trained`, as the customization task would have returned it. */
+  job: z.object({ JobArn: z.string(), OutputModelArn: z.string() }).optional(),
+  /** What an earlier execution served, when `done`: recorded again, so the parameter points at it. */
+  served: Served.optional(),
   key: z.string(),
   etag: z.string(),
   records: z.number().int().positive(),
@@ -55,18 +83,6 @@ export const CustomizationJob = z
   })
   .transform((j) => ({ jobArn: j.JobArn ?? j.jobArn, outputModelArn: j.OutputModelArn ?? j.outputModelArn }));
 export type CustomizationJob = z.output<typeof CustomizationJob>;
-
-/** ServeModel's answer: where serving stands, and the ARN induction invokes once it is ready. */
-export const Served = z.object({
-  status: z.enum(['ready', 'creating']),
-  customModelArn: z.string(),
-  /** The provisioned model or deployment ARN, once created. */
-  servingArn: z.string().optional(),
-  /** What `bedrock:InvokeModel` is called with: the serving ARN, or the custom model itself. */
-  invokeArn: z.string().optional(),
-  jobArn: z.string().optional(),
-});
-export type Served = z.infer<typeof Served>;
 
 /** ServeModel's payload: the prepared tuning, the job's result and the previous answer while it polls. */
 export const ServeModelInput = z.object({
@@ -100,6 +116,8 @@ export const TuningManifest = z.object({
   /** The model spec induction uses: what the SSM parameter holds. */
   modelSpec: z.string(),
   parameterName: z.string(),
+  /** Whether the parameter points at this model: not when it is served `none`, and cannot be invoked. */
+  parameterWritten: z.boolean().default(true),
   recordedAt: z.string(),
 });
 export type TuningManifest = z.infer<typeof TuningManifest>;

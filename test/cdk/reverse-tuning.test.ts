@@ -65,8 +65,17 @@ describe('ReverseTuning state machine', () => {
     expect(start).toBe('PrepareTuning');
     expect(states['AlreadyTuned?']).toMatchObject({
       Type: 'Choice',
-      Choices: [{ Variable: '$.prepared.value.done', BooleanEquals: true, Next: 'TunedBefore' }],
+      Choices: [
+        { Variable: '$.prepared.value.done', BooleanEquals: true, Next: 'UseRecorded' },
+        { Variable: '$.prepared.value.trained', BooleanEquals: true, Next: 'UseFinishedJob' },
+      ],
       Default: 'CustomizeModel',
+    });
+    expect(states.UseRecorded).toMatchObject({ Type: 'Pass', ResultPath: '$.served', Next: 'RecordModel' });
+    expect(states.UseFinishedJob).toMatchObject({
+      Type: 'Pass',
+      ResultPath: '$.job',
+      Next: 'ServingNotStarted',
     });
     expect(states.CustomizeModel).toMatchObject({
       Type: 'Task',
@@ -91,6 +100,47 @@ describe('ReverseTuning state machine', () => {
     });
     expect(states.WaitForServing).toMatchObject({ Type: 'Wait', Seconds: 60, Next: 'ServeModel' });
     expect(states.RecordModel).toMatchObject({ End: true, OutputPath: '$.Payload' });
+  });
+
+  it('retries each step on the transient errors the steps name, and the job on Bedrock throttling and outages', () => {
+    // Prepare
+    const { definition } = synthesize({});
+
+    // Act
+    const retried = (state: string) =>
+      (definition.States[state].Retry as { ErrorEquals: string[] }[]).flatMap((r) => r.ErrorEquals);
+
+    // Assess
+    for (const step of ['PrepareTuning', 'ServeModel', 'RecordModel'])
+      expect(retried(step)).toEqual(
+        expect.arrayContaining(['StoreTransientError', 'ModelTransientError', 'Sandbox.Timedout']),
+      );
+    expect(retried('CustomizeModel')).toEqual([
+      'Bedrock.ThrottlingException',
+      'Bedrock.InternalServerException',
+      'Bedrock.ServiceUnavailableException',
+    ]);
+    expect(retried('PrepareTuning')).not.toContain('TuningInProgressError');
+  });
+
+  it('refuses at synth a base model it cannot tune, an on-demand deployment of a non-Nova model, and an ssm: spec that would never be written', () => {
+    // Act
+    const act = () =>
+      synthesize({
+        models: { ...models, induce: 'ssm:/SaferInstruct/induce-model' },
+        tuning: { baseModel: 'amazon.titan-embed-text-v2:0', serving: 'deployment' },
+      });
+    const unwritten = () =>
+      synthesize({
+        models: { ...models, induce: 'ssm:/SaferInstruct/induce-model' },
+        tuning: { baseModel: 'meta.llama3-1-8b-instruct-v1:0:128k' },
+      });
+
+    // Assess
+    expect(act).toThrowError(/tuning\.baseModel: [\s\S]*tuning\.serving is deployment/);
+    expect(unwritten).toThrowError(
+      /models\.induce is ssm:\/SaferInstruct\/induce-model, but with tuning\.serving none/,
+    );
   });
 
   it('passes the configured hyperparameters as strings and the parameter name to PrepareTuning', () => {

@@ -4,6 +4,7 @@ import {
   BedrockClient,
   CreateCustomModelDeploymentCommand,
   GetCustomModelDeploymentCommand,
+  GetModelCustomizationJobCommand,
 } from '@aws-sdk/client-bedrock';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -73,13 +74,23 @@ async function uploaded() {
     bedrock: () => client,
     now: () => new Date('2026-11-30T00:00:00Z'),
   };
+  // Bedrock's side of the double: each job by name, as GetModelCustomizationJob would describe it.
   const jobs: CustomizationRequest[] = [];
+  const byName = new Map<string, { jobArn: string; outputModelArn: string; status: string }>();
+  bedrock.on(GetModelCustomizationJobCommand).callsFake((input: { jobIdentifier: string }) => {
+    const job = byName.get(input.jobIdentifier);
+    if (!job) throw Object.assign(new Error('not found'), { name: 'ResourceNotFoundException' });
+    return job;
+  });
   const customize = async (request: CustomizationRequest) => {
     jobs.push(request);
-    return {
-      JobArn: 'arn:aws:bedrock:local-1:000000000000:model-customization-job/x',
-      OutputModelArn: CUSTOM_MODEL,
+    const job = {
+      jobArn: `arn:aws:bedrock:local-1:000000000000:model-customization-job/${request.JobName}`,
+      outputModelArn: `${CUSTOM_MODEL}-${jobs.length}`,
+      status: 'Completed',
     };
+    byName.set(String(request.JobName), job);
+    return { JobArn: job.jobArn, OutputModelArn: job.outputModelArn };
   };
   return { store, deps, jobs, customize };
 }
@@ -108,7 +119,7 @@ describe('ReverseTuning on the local engine', () => {
     expect(jobs[0]?.CustomModelName).toBe(jobs[0]?.JobName);
     const manifest = TuningManifest.parse(output);
     expect(manifest).toMatchObject({
-      customModelArn: CUSTOM_MODEL,
+      customModelArn: `${CUSTOM_MODEL}-1`,
       serving: 'deployment',
       servingArn: DEPLOYMENT,
       modelSpec: `bedrock:${DEPLOYMENT}`,
@@ -120,7 +131,7 @@ describe('ReverseTuning on the local engine', () => {
     expect(JSON.parse(await store.get(tuningManifestKey(manifest.jobName)))).toEqual(manifest);
     expect(bedrock.commandCalls(CreateCustomModelDeploymentCommand)).toHaveLength(1);
     expect(bedrock.commandCalls(CreateCustomModelDeploymentCommand)[0]?.args[0].input).toMatchObject({
-      modelArn: CUSTOM_MODEL,
+      modelArn: `${CUSTOM_MODEL}-1`,
       modelDeploymentName: manifest.jobName,
       clientRequestToken: jobs[0]?.ClientRequestToken,
     });
@@ -172,12 +183,12 @@ describe('ReverseTuning on the local engine', () => {
     expect(await store.tryGet('parameters/SaferInstruct/induce-model')).toBe(`bedrock:${DEPLOYMENT}`);
   });
 
-  it('does not pay for the same tuning twice: a second upload event of the same data ends at its manifest', async () => {
+  it('does not pay for the same tuning twice: a second upload of the same data records its model again', async () => {
     // Prepare
     const { deps, jobs, customize } = await uploaded();
     bedrock.on(CreateCustomModelDeploymentCommand).resolves({ customModelDeploymentArn: DEPLOYMENT });
     bedrock.on(GetCustomModelDeploymentCommand).resolves({ status: 'Active' } as never);
-    await executeTuningLocally({ config, deps, customize, input: uploadEvent(TRAINING_KEY) });
+    const first = await executeTuningLocally({ config, deps, customize, input: uploadEvent(TRAINING_KEY) });
 
     // Act
     const again = await executeTuningLocally({
@@ -190,8 +201,80 @@ describe('ReverseTuning on the local engine', () => {
 
     // Assess
     expect(jobs).toHaveLength(1);
-    expect(again.prepared).toMatchObject({ value: { done: true, records: 2 } });
+    expect(TuningManifest.parse(again)).toMatchObject({
+      jobName: TuningManifest.parse(first).jobName,
+      servingArn: DEPLOYMENT,
+      records: 2,
+    });
     expect(bedrock.commandCalls(CreateCustomModelDeploymentCommand)).toHaveLength(1);
+  });
+
+  it('serves and records a finished job on a rerun after serving failed, without training or deploying again', async () => {
+    // Prepare
+    const { deps, jobs, customize } = await uploaded();
+    const quota = Object.assign(new Error('deployment quota reached'), {
+      name: 'ServiceQuotaExceededException',
+    });
+    bedrock
+      .on(CreateCustomModelDeploymentCommand)
+      .resolvesOnce({ customModelDeploymentArn: DEPLOYMENT })
+      .resolves({ customModelDeploymentArn: 'a-second-deployment' });
+    bedrock
+      .on(GetCustomModelDeploymentCommand)
+      .rejectsOnce(quota)
+      .resolves({ status: 'Active' } as never);
+    const failed = await executeTuningLocally({
+      config,
+      deps,
+      customize,
+      input: uploadEvent(TRAINING_KEY),
+    }).catch((error: Error) => error);
+
+    // Act
+    const output = await executeTuningLocally({
+      config,
+      deps,
+      customize,
+      input: uploadEvent(TRAINING_KEY),
+      executionName: 'rerun',
+    });
+
+    // Assess
+    expect(failed).toMatchObject({ name: 'ServiceQuotaExceededException' });
+    expect(jobs).toHaveLength(1);
+    expect(bedrock.commandCalls(CreateCustomModelDeploymentCommand)).toHaveLength(1);
+    expect(TuningManifest.parse(output)).toMatchObject({
+      servingArn: DEPLOYMENT,
+      modelSpec: `bedrock:${DEPLOYMENT}`,
+    });
+    expect(await deps.parameters.get(PARAMETER)).toBe(`bedrock:${DEPLOYMENT}`);
+  });
+
+  it('points the parameter back at a model tuned before when its data is uploaded again', async () => {
+    // Prepare
+    const { store, deps, jobs, customize } = await uploaded();
+    let deployments = 0;
+    bedrock
+      .on(CreateCustomModelDeploymentCommand)
+      .callsFake(() => ({ customModelDeploymentArn: `${DEPLOYMENT}${++deployments}` }));
+    bedrock.on(GetCustomModelDeploymentCommand).resolves({ status: 'Active' } as never);
+    const otherKey = 'tuning/incoming/other.jsonl';
+    await store.put(otherKey, trainingData().split('\n')[0] ?? '');
+    await executeTuningLocally({ config, deps, customize, input: uploadEvent(TRAINING_KEY) });
+    await executeTuningLocally({ config, deps, customize, input: uploadEvent(otherKey), executionName: 'b' });
+
+    // Act
+    await executeTuningLocally({
+      config,
+      deps,
+      customize,
+      input: uploadEvent(TRAINING_KEY),
+      executionName: 'a-again',
+    });
+
+    // Assess
+    expect(jobs).toHaveLength(2);
+    expect(await deps.parameters.get(PARAMETER)).toBe(`bedrock:${DEPLOYMENT}1`);
   });
 
   it('stops before any job when a training line is not in the base model format, naming key and line', async () => {

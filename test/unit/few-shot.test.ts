@@ -50,13 +50,21 @@ describe('few-shot examples for induction', () => {
     expect(backward).toEqual(forward);
   });
 
-  it('reads any instruction dataset too, such as a held-out split', async () => {
+  it('reads any instruction dataset too, named .json or not', async () => {
+    // Prepare
+    const dolly = new URL('../fixtures/reverse/dolly.jsonl', import.meta.url).pathname;
+    const asJson = join(tempDir(), 'reversed.json');
+    writeFileSync(asJson, readFileSync(golden('alpaca.jsonl')));
+
     // Act
-    const drawn = await drawFewShotExamples(golden('heldout.jsonl'), 16);
+    const drawn = await drawFewShotExamples(dolly, 16);
+    const fromJsonName = await drawFewShotExamples(asJson, 16);
 
     // Assess
     expect(drawn.length).toBeGreaterThan(0);
-    for (const example of drawn) expect(heldoutPairs()).toContainEqual(example);
+    for (const example of drawn) expect(example.response).not.toContain('### Response:');
+    expect(fromJsonName).toEqual(await drawFewShotExamples(golden('alpaca.jsonl'), 16));
+    for (const example of fromJsonName) expect(heldoutPairs()).not.toContainEqual(example);
   });
 
   it('puts the drawn examples into the run configuration for --few-shot', async () => {

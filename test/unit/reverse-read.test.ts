@@ -191,14 +191,14 @@ describe('readInstructions on conversations', () => {
     ]);
   });
 
-  it('pairs nothing across a system, tool or second same-side message', async () => {
+  it('joins messages in a row from one side, and pairs nothing across a system or tool message', async () => {
     // Prepare
     const path = fileOf(
       'chat.jsonl',
       jsonl({
         messages: [
-          { role: 'user', content: 'First question, never answered.' },
-          { role: 'user', content: 'Second question, answered.' },
+          { role: 'user', content: 'First part of a question.' },
+          { role: 'user', content: 'Second part of it.' },
           { role: 'assistant', content: 'An answer to the second question.' },
           { role: 'assistant', content: 'A second assistant message.' },
           { role: 'tool', content: 'tool output' },
@@ -214,8 +214,8 @@ describe('readInstructions on conversations', () => {
     expect(items).toEqual([
       expect.objectContaining({
         turn: 1,
-        instruction: 'Second question, answered.',
-        response: 'An answer to the second question.',
+        instruction: 'First part of a question.\n\nSecond part of it.',
+        response: 'An answer to the second question.\n\nA second assistant message.',
       }),
     ]);
   });

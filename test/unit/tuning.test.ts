@@ -1,11 +1,12 @@
 import {
   BedrockClient,
   CreateProvisionedModelThroughputCommand,
+  GetCustomModelDeploymentCommand,
   GetModelCustomizationJobCommand,
   GetProvisionedModelThroughputCommand,
 } from '@aws-sdk/client-bedrock';
 import { mockClient } from 'aws-sdk-client-mock';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../lib/pipeline/config.js';
 import { StoreParameterStore } from '../../lib/pipeline/parameters.js';
 import {
@@ -30,6 +31,8 @@ const CUSTOM =
 const PROVISIONED = 'arn:aws:bedrock:us-west-2:123456789012:provisioned-model/xyz789';
 
 const bedrock = mockClient(BedrockClient);
+const notFound = Object.assign(new Error('no such job'), { name: 'ResourceNotFoundException' });
+beforeEach(() => bedrock.on(GetModelCustomizationJobCommand).rejects(notFound));
 afterEach(() => bedrock.reset());
 
 function depsOver(store = new FsStore(tempDir())): TuningDeps {
@@ -39,6 +42,7 @@ function depsOver(store = new FsStore(tempDir())): TuningDeps {
 
 const prepared = (overrides: Partial<PreparedTuning> = {}): PreparedTuning => ({
   done: false,
+  trained: false,
   key: 'tuning/incoming/data.jsonl',
   etag: 'e1',
   records: 3,
@@ -140,6 +144,106 @@ describe('ReverseTuning steps', () => {
     expect(first.outputUri).toBe(`s3://b/tuning/output/${first.jobName}/`);
   });
 
+  it('names the same tuning the same whatever the order of its hyperparameters, and apart per bucket', async () => {
+    // Prepare
+    const deps = depsOver();
+    await deps.store.put('tuning/incoming/data.jsonl', '{"prompt":"p","completion":"c"}\n');
+    const input = (bucket: string, hyperParameters: Record<string, number>) => ({
+      event: { inputKey: 'tuning/incoming/data.jsonl' },
+      bucket,
+      tuning: { baseModel: 'meta.llama3-1-8b-instruct-v1:0:128k', hyperParameters },
+      parameterName: '/p',
+    });
+
+    // Act
+    const first = await prepareTuning(input('b', { epochCount: 2, learningRate: 1 }), deps);
+    const reordered = await prepareTuning(input('b', { learningRate: 1, epochCount: 2 }), deps);
+    const otherBucket = await prepareTuning(input('c', { epochCount: 2, learningRate: 1 }), deps);
+
+    // Assess
+    expect(reordered.jobName).toBe(first.jobName);
+    expect(otherBucket.jobName).not.toBe(first.jobName);
+  });
+
+  it('serves a job that completed before without training again, and retries a failed one under a new name', async () => {
+    // Prepare
+    const deps = depsOver();
+    await deps.store.put('tuning/incoming/data.jsonl', '{"prompt":"p","completion":"c"}\n');
+    const input = {
+      event: { inputKey: 'tuning/incoming/data.jsonl' },
+      bucket: 'b',
+      tuning: {},
+      parameterName: '/p',
+    };
+    const fresh = await prepareTuning(
+      { ...input, tuning: { baseModel: 'meta.llama3-1-8b-instruct-v1:0:128k' } },
+      deps,
+    );
+    bedrock.on(GetModelCustomizationJobCommand, { jobIdentifier: fresh.jobName }).resolves({
+      status: 'Completed',
+      jobArn: 'job-1',
+      outputModelArn: CUSTOM,
+    } as never);
+
+    // Act
+    const trained = await prepareTuning(
+      { ...input, tuning: { baseModel: 'meta.llama3-1-8b-instruct-v1:0:128k' } },
+      deps,
+    );
+    bedrock
+      .on(GetModelCustomizationJobCommand, { jobIdentifier: fresh.jobName })
+      .resolves({ status: 'Failed' } as never);
+    const retried = await prepareTuning(
+      { ...input, tuning: { baseModel: 'meta.llama3-1-8b-instruct-v1:0:128k' } },
+      deps,
+    );
+    bedrock
+      .on(GetModelCustomizationJobCommand, { jobIdentifier: fresh.jobName })
+      .resolves({ status: 'InProgress' } as never);
+    const running = prepareTuning(
+      { ...input, tuning: { baseModel: 'meta.llama3-1-8b-instruct-v1:0:128k' } },
+      deps,
+    );
+
+    // Assess
+    expect(fresh).toMatchObject({ done: false, trained: false });
+    expect(trained).toMatchObject({
+      done: false,
+      trained: true,
+      job: { JobArn: 'job-1', OutputModelArn: CUSTOM },
+    });
+    expect(retried).toMatchObject({
+      done: false,
+      trained: false,
+      jobName: `${fresh.jobName}-2`,
+      token: `${fresh.token}-2`,
+    });
+    await expect(running).rejects.toMatchObject({ name: 'TuningInProgressError' });
+  });
+
+  it('finds an upload whose event key arrives URL-encoded', async () => {
+    // Prepare
+    const deps = depsOver();
+    await deps.store.put(
+      'tuning/incoming/my data 100%.jsonl',
+      '{"schemaVersion":"bedrock-conversation-2024","messages":[{"role":"user","content":[{"text":"a"}]},{"role":"assistant","content":[{"text":"b"}]}]}\n',
+    );
+    const event = {
+      'detail-type': 'Object Created' as const,
+      detail: { bucket: { name: 'b' }, object: { key: 'tuning/incoming/my+data+100%25.jsonl' } },
+    };
+
+    // Act
+    const prepared = await prepareTuning(
+      { event, bucket: 'b', tuning: {}, parameterName: '/p' },
+      depsOver(deps.store as FsStore),
+    );
+
+    // Assess
+    expect(prepared.key).toBe('tuning/incoming/my data 100%.jsonl');
+    expect(prepared.records).toBe(1);
+  });
+
   it('refuses training data outside tuning/incoming/ and a configuration it cannot read', async () => {
     // Prepare
     const deps = depsOver();
@@ -191,7 +295,7 @@ describe('ReverseTuning steps', () => {
     );
 
     // Assess
-    expect(first).toEqual({ status: 'creating', customModelArn: CUSTOM, servingArn: PROVISIONED });
+    expect(first).toEqual({ status: 'creating', customModelArn: CUSTOM, servingArn: PROVISIONED, polls: 1 });
     expect(second).toEqual({
       status: 'ready',
       customModelArn: CUSTOM,
@@ -205,6 +309,70 @@ describe('ReverseTuning steps', () => {
       modelUnits: 2,
       clientRequestToken: prepared().token,
     });
+  });
+
+  it('records what it created at once, so a later execution polls it instead of creating a second one', async () => {
+    // Prepare
+    const deps = depsOver();
+    bedrock.on(CreateProvisionedModelThroughputCommand).resolves({ provisionedModelArn: PROVISIONED });
+    bedrock.on(GetProvisionedModelThroughputCommand).resolves({ status: 'Creating' } as never);
+    await serveModel({ prepared: prepared(), job: { OutputModelArn: CUSTOM } }, deps);
+
+    // Act
+    const again = await serveModel({ prepared: prepared(), job: { OutputModelArn: CUSTOM } }, deps);
+
+    // Assess
+    expect(again).toMatchObject({ status: 'creating', servingArn: PROVISIONED, polls: 1 });
+    expect(bedrock.commandCalls(CreateProvisionedModelThroughputCommand)).toHaveLength(1);
+    expect(await deps.store.get(`tuning/manifests/${prepared().jobName}.serving.json`)).toBe(PROVISIONED);
+  });
+
+  it('gives up on serving still being created after six hours of polls, naming what is left', async () => {
+    // Prepare
+    const deps = depsOver();
+    bedrock.on(GetProvisionedModelThroughputCommand).resolves({ status: 'Creating' } as never);
+    const served = {
+      status: 'creating' as const,
+      customModelArn: CUSTOM,
+      servingArn: PROVISIONED,
+      polls: 360,
+    };
+
+    // Act
+    const act = serveModel({ prepared: prepared(), served }, deps);
+
+    // Assess
+    await expect(act).rejects.toMatchObject({
+      name: 'ServingFailedError',
+      message: expect.stringContaining(PROVISIONED),
+    });
+  });
+
+  it('fails a deployment Bedrock reports failed, and retries a Bedrock outage as transient', async () => {
+    // Prepare
+    const deps = depsOver();
+    const nova = prepared({
+      serving: 'deployment',
+      baseModel: 'amazon.nova-micro-v1:0:128k',
+      format: 'nova',
+    });
+    bedrock
+      .on(GetCustomModelDeploymentCommand)
+      .resolves({ status: 'Failed', failureMessage: 'bad model' } as never);
+    const served = { status: 'creating' as const, customModelArn: CUSTOM, servingArn: 'deployment-arn' };
+    const outage = Object.assign(new Error('down'), { name: 'ServiceUnavailableException' });
+
+    // Act
+    const failed = await serveModel({ prepared: nova, served }, deps).catch((error: Error) => error);
+    bedrock.on(GetCustomModelDeploymentCommand).rejects(outage);
+    const unavailable = await serveModel({ prepared: nova, served }, deps).catch((error: Error) => error);
+
+    // Assess
+    expect(failed).toMatchObject({
+      name: 'ServingFailedError',
+      message: expect.stringContaining('bad model'),
+    });
+    expect(unavailable).toMatchObject({ name: 'ModelTransientError' });
   });
 
   it('fails serving with a named error when Bedrock reports the throughput failed', async () => {
@@ -267,7 +435,7 @@ describe('ReverseTuning steps', () => {
 });
 
 describe('ssm: model specs', () => {
-  it('pins the model a parameter names into the run, and says which parameter is missing', async () => {
+  it('pins the model a parameter names into the run with its limits and prices, and says which parameter is missing', async () => {
     // Prepare
     const store = new FsStore(tempDir());
     const parameters = new StoreParameterStore(store);
@@ -278,6 +446,8 @@ describe('ssm: model specs', () => {
         respond: 'bedrock:j',
         evaluate: 'bedrock:j',
       },
+      limits: { 'ssm:/SaferInstruct/induce-model': { requestsPerMinute: 60 } },
+      prices: { 'ssm:/SaferInstruct/induce-model': { inputPer1k: 0.001, outputPer1k: 0.002 } },
     });
 
     // Act
@@ -290,6 +460,8 @@ describe('ssm: model specs', () => {
       name: 'ModelConfigError',
       message: expect.stringMatching(/parameter \/SaferInstruct\/induce-model does not exist/),
     });
+    expect(pinned.limits[`bedrock:${PROVISIONED}`]).toEqual({ requestsPerMinute: 60 });
+    expect(pinned.prices[PROVISIONED]).toEqual({ inputPer1k: 0.001, outputPer1k: 0.002 });
     expect(pinned.models).toEqual({
       induce: `bedrock:${PROVISIONED}`,
       filter: 'bedrock:j',

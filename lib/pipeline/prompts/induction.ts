@@ -34,14 +34,15 @@ export const reversedPrompt = (response: string): string =>
   `${REVERSED_PREAMBLE}\n\n### Response:\n${response}\n\n### Instruction:\n`;
 
 /**
- * The template of a tuned induction model: exactly its training prompt, with no system prompt. The
- * `{{text}}` placeholder is filled as data, so a closing tag inside a post stays data.
+ * The template of a tuned induction model: exactly its training prompt, with no system prompt, the text
+ * filled in as it is, as `reverse-data` wrote it into the training data.
  */
 export const REVERSED_TEMPLATE: PromptTemplate = {
   name: 'induce',
   version: 'reversed-v1',
   system: '',
   user: reversedPrompt('{{text}}'),
+  raw: true,
 };
 
 const FEW_SHOT_SYSTEM =
@@ -141,7 +142,7 @@ export function inductionRequest(
     template,
     request: {
       system: template.system,
-      prompt: renderTemplate(template.user, { text }),
+      prompt: renderTemplate(template.user, { text }, { raw: template.raw }),
       maxTokens: settings.maxTokens,
       temperature: settings.temperature,
     },

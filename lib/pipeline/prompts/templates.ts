@@ -11,6 +11,8 @@ export interface PromptTemplate {
   readonly version: string;
   readonly system: string;
   readonly user: string;
+  /** Values go in as they are: a tuned model's prompt has no tags, and must be the one it was trained on. */
+  readonly raw?: boolean;
 }
 
 const induce = fewShotTemplate();

@@ -24,7 +24,7 @@ export async function induce(task: ShardTask, deps: StageDeps): Promise<ShardRes
         const { maxTokens, temperature } = ctx.config.stages.induce;
         const raw = await ctx.generate({
           system: ctx.template.system,
-          prompt: renderTemplate(ctx.template.user, { text: record.text }),
+          prompt: renderTemplate(ctx.template.user, { text: record.text }, { raw: ctx.template.raw }),
           maxTokens,
           temperature,
         });

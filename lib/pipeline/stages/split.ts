@@ -13,7 +13,7 @@ import {
   splitStatsKey,
 } from '../keys.js';
 import { emptyStats } from '../ledger.js';
-import { resolveModelSpec } from '../models/registry.js';
+import { parseModelSpec, resolveModelSpec } from '../models/registry.js';
 import type { ParameterStore } from '../parameters.js';
 import { characterCount, spreadsheetArtifact } from '../quality/checks.js';
 import { normalizeText, recordIdFor, runIdFor } from '../records.js';
@@ -27,23 +27,43 @@ import {
 } from '../schemas.js';
 import { jsonlChunks, toJsonl } from '../store/store.js';
 
+/** The model id a spec's calls are priced under: what the provider's client reports as its model id. */
+function pricedAs(spec: string): string {
+  const parsed = parseModelSpec(spec);
+  if (parsed.provider === 'bedrock' || parsed.provider === 'bedrock-custom') return parsed.modelId;
+  if (parsed.provider === 'sagemaker') return `sagemaker:${parsed.endpoint}`;
+  return spec;
+}
+
 /**
  * The configuration with each `ssm:` model spec replaced by the spec its parameter holds now: a run uses
  * one model from start to end, and its config, trace and report name that model, not the parameter.
+ * Limits and prices written for the `ssm:` spec move to the model it names.
  */
 export async function pinModels(
   config: PipelineConfig,
   parameters?: ParameterStore,
 ): Promise<PipelineConfig> {
-  const entries = await Promise.all(
-    Object.entries(config.models).map(async ([stage, spec]) => {
-      if (!spec.startsWith('ssm:')) return [stage, spec] as const;
-      if (!parameters)
-        throw new ModelConfigError(`models.${stage} is ${spec}, but there is no parameter store here`);
-      return [stage, await resolveModelSpec(spec, parameters)] as const;
-    }),
-  );
-  return { ...config, models: Object.fromEntries(entries) as PipelineConfig['models'] };
+  const pinned = new Map<string, string>();
+  for (const [stage, spec] of Object.entries(config.models)) {
+    if (!spec.startsWith('ssm:') || pinned.has(spec)) continue;
+    if (!parameters)
+      throw new ModelConfigError(`models.${stage} is ${spec}, but there is no parameter store here`);
+    pinned.set(spec, await resolveModelSpec(spec, parameters));
+  }
+  if (pinned.size === 0) return config;
+  const models = Object.fromEntries(
+    Object.entries(config.models).map(([stage, spec]) => [stage, pinned.get(spec) ?? spec]),
+  ) as PipelineConfig['models'];
+  const limits = { ...config.limits };
+  const prices = { ...config.prices };
+  for (const [spec, resolved] of pinned) {
+    const limit = limits[spec];
+    if (limit) limits[resolved] = limit;
+    const price = prices[spec];
+    if (price) prices[pricedAs(resolved)] = price;
+  }
+  return { ...config, models, limits, prices };
 }
 
 /** Where the run's input is, from an S3 event or a direct start. */
@@ -53,8 +73,8 @@ function inputOf(event: SplitInput['event']): { key: string; etag: string | null
   return { key, etag: etag ?? null, change: [version, sequencer].filter(Boolean).join('/') };
 }
 
-/** The input's key as stored: S3 event keys may arrive URL-encoded, with spaces as '+'. */
-async function resolveKey(store: StageDeps['store'], key: string) {
+/** An object's key as stored: S3 event keys may arrive URL-encoded, with spaces as '+'. */
+export async function resolveKey(store: StageDeps['store'], key: string) {
   const head = await store.head(key);
   if (head) return { key, head };
   let decoded: string;
