@@ -1,18 +1,13 @@
 import { createReadStream } from 'node:fs';
 import { z } from 'zod';
 import type { PipelineConfig } from '../pipeline/config.js';
-import {
-  InputError,
-  JudgeAnswerError,
-  ModelRefusedError,
-  ModelRequestError,
-  ModelThrottledError,
-} from '../pipeline/errors.js';
+import { InputError, JudgeAnswerError, ModelRefusedError, ModelRequestError } from '../pipeline/errors.js';
 import { readJsonl } from '../pipeline/input.js';
 import { costOf, priceOf } from '../pipeline/ledger.js';
 import { type CachedCall, type CallCache, callKey } from '../pipeline/models/call-cache.js';
+import { governedBy, identityOf, mapLimit } from '../pipeline/models/calls.js';
 import type { GovernorPool } from '../pipeline/models/governor-pool.js';
-import type { GenerateRequest, JudgeRequest, ModelClient, Usage } from '../pipeline/models/model-client.js';
+import type { GenerateRequest, JudgeRequest, ModelClient } from '../pipeline/models/model-client.js';
 import { inductionPromptFor, inductionRequest, inductionTemplate } from '../pipeline/prompts/induction.js';
 import { renderTemplate, templateHash } from '../pipeline/prompts/templates.js';
 import { normalizeText } from '../pipeline/records.js';
@@ -313,10 +308,6 @@ class CallFailure {
   }
 }
 
-/** Tokens to reserve for a call: about four characters a token in, and the most it may write out. */
-const reserveFor = (request: GenerateRequest): number =>
-  Math.ceil((request.system.length + request.prompt.length) / 4) + request.maxTokens;
-
 /**
  * Metered, cached and governed calls to one model, as a shard stage makes them: a cached answer is
  * free, a paid one is cached before it is used, a refusal is cached as an answer, and a judge whose
@@ -334,25 +325,8 @@ function meteredCalls(model: ModelClient, config: PipelineConfig, deps: Evaluate
   };
   const price = priceOf(model.modelId, config);
   const governor = deps.governors?.get(model.spec, config);
-  let identity: Promise<string> | undefined;
-  // A local model's weights can change under the same spec: its answers are keyed to the file.
-  const modelIdentity = () => {
-    identity ??= model.identity
-      ? model.identity().then((id) => `${model.spec}@${id}`)
-      : Promise.resolve(model.spec);
-    return identity;
-  };
-  const governed = <R extends { usage: Usage }>(request: GenerateRequest, invoke: () => Promise<R>) =>
-    governor
-      ? governor.run(invoke, {
-          reserveTokens: reserveFor(request),
-          tokensUsed: (result) => result.usage.inputTokens + result.usage.outputTokens,
-          onRetry: (error) => {
-            stats.retries++;
-            if (error instanceof ModelThrottledError) stats.throttled++;
-          },
-        })
-      : invoke();
+  const modelIdentity = identityOf(model);
+  const governed = governedBy(governor, stats);
   const answer = async (
     request: GenerateRequest,
     hash: string,
@@ -429,30 +403,6 @@ function meteredCalls(model: ModelClient, config: PipelineConfig, deps: Evaluate
       return new CallFailure(last);
     },
   };
-}
-
-/**
- * Runs `fn` over items with at most `limit` in flight, keeping the input order. After the first
- * failure no new item starts and the calls in flight are waited for, so their paid answers reach the
- * cache before the failure is rethrown: a rerun must not pay for them again.
- */
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  let failure: { error: unknown } | undefined;
-  const worker = async () => {
-    while (next < items.length && !failure) {
-      const i = next++;
-      try {
-        results[i] = await fn(items[i] as T);
-      } catch (error) {
-        failure ??= { error };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failure) throw failure.error;
-  return results;
 }
 
 const mean = (values: readonly number[]) => values.reduce((sum, v) => sum + v, 0) / values.length;

@@ -1,24 +1,32 @@
 import { BedrockRuntimeClient, InvokeModelCommand } from '@aws-sdk/client-bedrock-runtime';
 import { z } from 'zod';
+import { ModelConfigError, ModelRefusedError, ModelTransientError } from '../errors.js';
 import {
-  ModelConfigError,
-  ModelRefusedError,
-  ModelRequestError,
-  ModelThrottledError,
-  ModelTransientError,
-} from '../errors.js';
-import { sdkErrorKind } from '../sdk-errors.js';
+  BEDROCK_CONFIG,
+  BEDROCK_THROTTLED,
+  BEDROCK_TRANSIENT,
+  containerError,
+  mapAwsError,
+} from './aws-errors.js';
 import {
   checkAnswer,
   type GenerateRequest,
   type GenerateResult,
   type JudgeRequest,
   type JudgeResult,
-  jsonSchemaOf,
   type ModelClient,
   parseJsonAnswer,
   type Usage,
 } from './model-client.js';
+import {
+  Count,
+  estimateTokens,
+  jsonAnswerPrompt,
+  nonEmpty,
+  type Reading,
+  rawPrompt,
+  zodSummary,
+} from './raw-prompting.js';
 import { INVOKE_BODIES, type InvokeBody } from './registry.js';
 
 /** Options of a {@link BedrockInvokeModelClient}. */
@@ -33,23 +41,11 @@ export interface BedrockInvokeModelClientOptions {
   readonly client?: BedrockRuntimeClient;
 }
 
-/** What one response body says: the text, the tokens it reports, and why the model refused, if it did. */
-interface Reading {
-  readonly text: string;
-  readonly inputTokens?: number | undefined;
-  readonly outputTokens?: number | undefined;
-  readonly refusal?: string | undefined;
-}
-
 /** How one body family asks and answers. */
 interface Family {
   readonly request: (prompt: string, request: GenerateRequest) => Record<string, unknown>;
   readonly response: z.ZodType<Reading>;
 }
-
-const Count = z.number().int().nonnegative();
-/** A list of at least one `item`, typed so its first element is there. */
-const nonEmpty = <T extends z.ZodType>(item: T) => z.tuple([item], item);
 
 /** Request and response bodies by family, as in Bedrock's "Inference request parameters" pages. */
 const FAMILIES: Record<InvokeBody, Family> = {
@@ -227,7 +223,7 @@ export class BedrockInvokeModelClient implements ModelClient {
     if (!parsed.success)
       // Every call would fail the same way: the spec names the wrong family for this model.
       throw new ModelConfigError(
-        `bedrock ${this.modelId}: the response is not a ${this.body} body (${summary(parsed.error)}); ` +
+        `bedrock ${this.modelId}: the response is not a ${this.body} body (${zodSummary(parsed.error)}); ` +
           familyHint(this.body),
         { cause: parsed.error },
       );
@@ -242,32 +238,6 @@ export class BedrockInvokeModelClient implements ModelClient {
       throw new ModelRefusedError(`${this.modelId} stopped with ${reading.refusal}`, usage);
     return { text: reading.text, usage };
   }
-}
-
-/** The prompt a prompt/completion model sees: the system prompt and a blank line, when there is one. */
-function rawPrompt(system: string, prompt: string): string {
-  return system.trim() ? `${system}\n\n${prompt}` : prompt;
-}
-
-/** The judge's prompt for a model without tool use: the JSON schema it must answer with. */
-function jsonAnswerPrompt<T>(request: JudgeRequest<T>): string {
-  return (
-    `${request.prompt}\n\nAnswer with only a JSON object (no prose, no code fence) that matches this ` +
-    `JSON schema:\n${JSON.stringify(jsonSchemaOf(request.schema))}`
-  );
-}
-
-/** A rough token count, about four characters a token, for when the service reports none. */
-function estimateTokens(text: string): number {
-  return Math.ceil(text.length / 4);
-}
-
-/** The first issues of a zod error, on one line. */
-function summary(error: z.ZodError): string {
-  return error.issues
-    .slice(0, 3)
-    .map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
-    .join('; ');
 }
 
 interface HeaderTokens {
@@ -306,37 +276,6 @@ function countOf(value: unknown): number | undefined {
   return Number(value.trim());
 }
 
-// A daily token quota comes back as ServiceQuotaExceededException (HTTP 400): waiting is the only cure.
-const THROTTLED = new Set([
-  'ThrottlingException',
-  'TooManyRequestsException',
-  'ServiceQuotaExceededException',
-]);
-// ModelNotReadyException (HTTP 429) is an imported model scaled to zero and loading, not a quota: it
-// passes without cutting concurrency, so it is checked before the 429 rule.
-const TRANSIENT = new Set([
-  'ServiceUnavailableException',
-  'InternalServerException',
-  'ModelNotReadyException',
-  'ModelTimeoutException',
-  'TimeoutError',
-  'RequestTimeout',
-  'RequestTimeoutException',
-]);
-const CONFIG = new Set(['AccessDeniedException', 'ResourceNotFoundException', 'UnrecognizedClientException']);
-const NETWORK_CODES = new Set([
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'ECONNREFUSED',
-  'ECONNABORTED',
-  'EPIPE',
-  'EAI_AGAIN',
-  'ERR_HTTP2_STREAM_ERROR',
-  'ERR_HTTP2_SESSION_ERROR',
-  'ERR_HTTP2_GOAWAY_SESSION',
-  'ERR_HTTP2_STREAM_CANCEL',
-]);
-// What Bedrock says when the body's keys are not the model's: the spec names the wrong family.
 const BODY_MISMATCH = /extraneous key|required key \[[^\]]*\] not found/i;
 // Request-level validation messages that mean the model, not the record, is wrong.
 const CONFIG_VALIDATION =
@@ -364,48 +303,27 @@ function configHint(modelId: string): string {
 
 /** Maps an SDK or network error to the pipeline's named errors, as bedrock.ts does; keeps the original as `cause`. */
 function mapInvokeError(error: unknown, modelId: string, body: InvokeBody): unknown {
-  if (!(error instanceof Error)) return error;
-  const e = error as Error & {
-    code?: unknown;
-    originalStatusCode?: number;
-    $metadata?: { httpStatusCode?: number };
-  };
-  const name = e.name;
-  const status = e.$metadata?.httpStatusCode;
-  const message = `bedrock ${modelId}: ${name}: ${e.message}`;
-  const options = { cause: error };
-  // The SDK's own setup errors: no call can succeed until the environment is fixed.
-  if (name === 'CredentialsProviderError' || /^Region is missing/.test(e.message))
-    return new ModelConfigError(
-      `${message} (Bedrock needs AWS credentials and a region: AWS_PROFILE or AWS_ACCESS_KEY_ID, and AWS_REGION)`,
-      options,
-    );
-  if (TRANSIENT.has(name)) return new ModelTransientError(message, options);
-  // An imported model's container failed (HTTP 424): its own status tells a busy container from a bad request.
-  if (name === 'ModelErrorException') {
-    const original = e.originalStatusCode;
-    if (original === 429) return new ModelThrottledError(message, options);
-    if (original !== undefined && original >= 400 && original < 500)
-      return new ModelRequestError(message, options);
-    return new ModelTransientError(message, options);
-  }
-  const kind = sdkErrorKind(error);
-  if (THROTTLED.has(name) || status === 429 || kind === 'throttling')
-    return new ModelThrottledError(message, options);
-  if (
-    kind === 'transient' ||
-    (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) ||
-    NETWORK_CODES.has(name) ||
-    (status !== undefined && status >= 500)
-  )
-    return new ModelTransientError(message, options);
-  if (CONFIG.has(name) || status === 401 || status === 403)
-    return new ModelConfigError(`${message} (${configHint(modelId)})`, options);
-  if (name === 'ValidationException' && BODY_MISMATCH.test(e.message))
-    return new ModelConfigError(`${message} (${familyHint(body)})`, options);
-  if (name === 'ValidationException' && CONFIG_VALIDATION.test(e.message))
-    return new ModelConfigError(`${message} (${configHint(modelId)})`, options);
-  if (name === 'ValidationException' || (status !== undefined && status >= 400))
-    return new ModelRequestError(message, options);
-  return error;
+  return mapAwsError(error, {
+    who: `bedrock ${modelId}`,
+    service: 'Bedrock',
+    throttled: BEDROCK_THROTTLED,
+    transient: BEDROCK_TRANSIENT,
+    // An imported model's container failed (HTTP 424): its own status tells a busy container from a bad request.
+    early: (e, message) =>
+      e.name === 'ModelErrorException' ? containerError(e.originalStatusCode, message, e) : undefined,
+    late: (e, message) => {
+      const status = e.$metadata?.httpStatusCode;
+      const validation = e.name === 'ValidationException';
+      if (validation && BODY_MISMATCH.test(e.message))
+        return new ModelConfigError(`${message} (${familyHint(body)})`, { cause: e });
+      if (
+        BEDROCK_CONFIG.has(e.name) ||
+        status === 401 ||
+        status === 403 ||
+        (validation && CONFIG_VALIDATION.test(e.message))
+      )
+        return new ModelConfigError(`${message} (${configHint(modelId)})`, { cause: e });
+      return undefined;
+    },
+  });
 }

@@ -6,15 +6,8 @@ import {
   type ConverseCommandOutput,
   type ToolInputSchema,
 } from '@aws-sdk/client-bedrock-runtime';
-import {
-  JudgeAnswerError,
-  ModelConfigError,
-  ModelRefusedError,
-  ModelRequestError,
-  ModelThrottledError,
-  ModelTransientError,
-} from '../errors.js';
-import { sdkErrorKind } from '../sdk-errors.js';
+import { JudgeAnswerError, ModelConfigError, ModelRefusedError } from '../errors.js';
+import { BEDROCK_CONFIG, BEDROCK_THROTTLED, BEDROCK_TRANSIENT, mapAwsError } from './aws-errors.js';
 import {
   checkAnswer,
   type GenerateRequest,
@@ -162,34 +155,6 @@ function textOf(content: ContentBlock[] | undefined): string {
 
 /** A short, one-line summary of a zod error, for a reject's detail. */
 
-// A daily token quota comes back as ServiceQuotaExceededException (HTTP 400): waiting is the only cure.
-const THROTTLED = new Set([
-  'ThrottlingException',
-  'TooManyRequestsException',
-  'ServiceQuotaExceededException',
-]);
-const TRANSIENT = new Set([
-  'ServiceUnavailableException',
-  'InternalServerException',
-  'ModelNotReadyException',
-  'ModelTimeoutException',
-  'TimeoutError',
-  'RequestTimeout',
-  'RequestTimeoutException',
-]);
-const CONFIG = new Set(['AccessDeniedException', 'ResourceNotFoundException', 'UnrecognizedClientException']);
-const NETWORK_CODES = new Set([
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'ECONNREFUSED',
-  'ECONNABORTED',
-  'EPIPE',
-  'EAI_AGAIN',
-  'ERR_HTTP2_STREAM_ERROR',
-  'ERR_HTTP2_SESSION_ERROR',
-  'ERR_HTTP2_GOAWAY_SESSION',
-  'ERR_HTTP2_STREAM_CANCEL',
-]);
 // What Bedrock says when a model cannot take a toolConfig (or a forced toolChoice).
 const TOOLS_UNSUPPORTED = /doesn.t support (tool use|the toolConfig|toolChoice)|tool use is not supported/i;
 // Request-level validation messages that mean the model, not the record, is wrong.
@@ -198,33 +163,21 @@ const CONFIG_VALIDATION =
 
 /** Maps an SDK or network error to the pipeline's named errors; keeps the original as `cause`. */
 function mapBedrockError(error: unknown, modelId: string): unknown {
-  if (!(error instanceof Error)) return error;
-  const e = error as Error & { code?: unknown; $metadata?: { httpStatusCode?: number } };
-  const name = e.name;
-  const status = e.$metadata?.httpStatusCode;
-  const message = `bedrock ${modelId}: ${name}: ${e.message}`;
-  const options = { cause: error };
-  // The SDK's own setup errors: no call can succeed until the environment is fixed.
-  if (name === 'CredentialsProviderError' || /^Region is missing/.test(e.message))
-    return new ModelConfigError(
-      `${message} (Bedrock needs AWS credentials and a region: AWS_PROFILE or AWS_ACCESS_KEY_ID, and AWS_REGION)`,
-      options,
-    );
-  const kind = sdkErrorKind(error);
-  if (THROTTLED.has(name) || status === 429 || kind === 'throttling')
-    return new ModelThrottledError(message, options);
-  if (
-    TRANSIENT.has(name) ||
-    kind === 'transient' ||
-    (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) ||
-    NETWORK_CODES.has(name) ||
-    (status !== undefined && status >= 500)
-  )
-    return new ModelTransientError(message, options);
-  if (CONFIG.has(name) || status === 401 || status === 403) return new ModelConfigError(message, options);
-  if (name === 'ValidationException' && CONFIG_VALIDATION.test(e.message))
-    return new ModelConfigError(message, options);
-  if (name === 'ValidationException' || (status !== undefined && status >= 400))
-    return new ModelRequestError(message, options);
-  return error;
+  return mapAwsError(error, {
+    who: `bedrock ${modelId}`,
+    service: 'Bedrock',
+    throttled: BEDROCK_THROTTLED,
+    transient: BEDROCK_TRANSIENT,
+    late: (e, message) => {
+      const status = e.$metadata?.httpStatusCode;
+      if (
+        BEDROCK_CONFIG.has(e.name) ||
+        status === 401 ||
+        status === 403 ||
+        (e.name === 'ValidationException' && CONFIG_VALIDATION.test(e.message))
+      )
+        return new ModelConfigError(message, { cause: e });
+      return undefined;
+    },
+  });
 }

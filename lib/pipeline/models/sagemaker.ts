@@ -1,24 +1,26 @@
 import { InvokeEndpointCommand, SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import { z } from 'zod';
-import {
-  ModelConfigError,
-  ModelRefusedError,
-  ModelRequestError,
-  ModelThrottledError,
-  ModelTransientError,
-} from '../errors.js';
-import { sdkErrorKind } from '../sdk-errors.js';
+import { ModelConfigError, ModelRefusedError, ModelTransientError } from '../errors.js';
+import { containerError, mapAwsError } from './aws-errors.js';
 import {
   checkAnswer,
   type GenerateRequest,
   type GenerateResult,
   type JudgeRequest,
   type JudgeResult,
-  jsonSchemaOf,
   type ModelClient,
   parseJsonAnswer,
   type Usage,
 } from './model-client.js';
+import {
+  Count,
+  estimateTokens,
+  jsonAnswerPrompt,
+  nonEmpty,
+  type Reading,
+  rawPrompt,
+  zodSummary,
+} from './raw-prompting.js';
 import { SAGEMAKER_PAYLOADS, type SageMakerPayload } from './registry.js';
 
 /** Options of a {@link SageMakerModelClient}. */
@@ -32,18 +34,6 @@ export interface SageMakerModelClientOptions {
   /** The runtime client; default a process-wide client that leaves retries to the governor. */
   readonly client?: SageMakerRuntimeClient;
 }
-
-/** What one response body says: the text, the tokens it reports, and why the model refused, if it did. */
-interface Reading {
-  readonly text: string;
-  readonly inputTokens?: number | undefined;
-  readonly outputTokens?: number | undefined;
-  readonly refusal?: string | undefined;
-}
-
-const Count = z.number().int().nonnegative();
-/** A list of at least one `item`, typed so its first element is there. */
-const nonEmpty = <T extends z.ZodType>(item: T) => z.tuple([item], item);
 
 const Generation = z.object({
   generated_text: z.string(),
@@ -172,7 +162,7 @@ export class SageMakerModelClient implements ModelClient {
       // Every call would fail the same way: the spec names the wrong payload for this container.
       const other = SAGEMAKER_PAYLOADS.filter((p) => p !== this.payload);
       throw new ModelConfigError(
-        `sagemaker ${this.endpoint}: the response is not a ${this.payload} answer (${summary(parsed.error)}); ` +
+        `sagemaker ${this.endpoint}: the response is not a ${this.payload} answer (${zodSummary(parsed.error)}); ` +
           `if the container speaks another payload, end the spec with #${other.join(', #')}`,
         { cause: parsed.error },
       );
@@ -212,35 +202,8 @@ export class SageMakerModelClient implements ModelClient {
   }
 }
 
-/** The prompt a prompt/completion model sees: the system prompt and a blank line, when there is one. */
-function rawPrompt(system: string, prompt: string): string {
-  return system.trim() ? `${system}\n\n${prompt}` : prompt;
-}
-
-/** The judge's prompt for a model without tool use: the JSON schema it must answer with. */
-function jsonAnswerPrompt<T>(request: JudgeRequest<T>): string {
-  return (
-    `${request.prompt}\n\nAnswer with only a JSON object (no prose, no code fence) that matches this ` +
-    `JSON schema:\n${JSON.stringify(jsonSchemaOf(request.schema))}`
-  );
-}
-
-/** A rough token count, about four characters a token, for when the container reports none. */
-function estimateTokens(text: string): number {
-  return Math.ceil(text.length / 4);
-}
-
-/** The first issues of a zod error, on one line. */
-function summary(error: z.ZodError): string {
-  return error.issues
-    .slice(0, 3)
-    .map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
-    .join('; ');
-}
-
 const THROTTLED = new Set(['ThrottlingException', 'TooManyRequestsException']);
-// ModelNotReadyException (HTTP 429) is a model still loading on the endpoint, not a quota: it passes
-// without cutting concurrency, so it is checked before the 429 rule.
+// ModelNotReadyException (HTTP 429) is a model still loading on the endpoint, not a quota.
 const TRANSIENT = new Set([
   'ModelNotReadyException',
   'ServiceUnavailable',
@@ -251,69 +214,37 @@ const TRANSIENT = new Set([
   'RequestTimeoutException',
 ]);
 const CONFIG = new Set(['AccessDeniedException', 'UnrecognizedClientException']);
-const NETWORK_CODES = new Set([
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'ECONNREFUSED',
-  'ECONNABORTED',
-  'EPIPE',
-  'EAI_AGAIN',
-  'ERR_HTTP2_STREAM_ERROR',
-  'ERR_HTTP2_SESSION_ERROR',
-  'ERR_HTTP2_GOAWAY_SESSION',
-  'ERR_HTTP2_STREAM_CANCEL',
-]);
 
 /** Maps an SDK or network error to the pipeline's named errors; keeps the original as `cause`. */
 function mapSageMakerError(error: unknown, endpoint: string): unknown {
-  if (!(error instanceof Error)) return error;
-  const e = error as Error & {
-    code?: unknown;
-    OriginalStatusCode?: number;
-    $metadata?: { httpStatusCode?: number };
-  };
-  const name = e.name;
-  const status = e.$metadata?.httpStatusCode;
-  const message = `sagemaker ${endpoint}: ${name}: ${e.message}`;
-  const options = { cause: error };
-  // The SDK's own setup errors: no call can succeed until the environment is fixed.
-  if (name === 'CredentialsProviderError' || /^Region is missing/.test(e.message))
-    return new ModelConfigError(
-      `${message} (SageMaker needs AWS credentials and a region: AWS_PROFILE or AWS_ACCESS_KEY_ID, and AWS_REGION)`,
-      options,
-    );
-  if (TRANSIENT.has(name)) return new ModelTransientError(message, options);
-  // The container answered with an error (HTTP 424): its own status tells a busy or failing container
-  // from a request it rejects. No status at all is a container that did not answer in time.
-  if (name === 'ModelError') {
-    const original = e.OriginalStatusCode;
-    if (original === 429) return new ModelThrottledError(message, options);
-    if (original === 401 || original === 403 || original === 404)
-      return new ModelConfigError(
-        `${message} (the container at ${endpoint} does not serve this request)`,
-        options,
-      );
-    if (original !== undefined && original >= 400 && original < 500 && original !== 408 && original !== 424)
-      return new ModelRequestError(message, options);
-    return new ModelTransientError(message, options);
-  }
-  const kind = sdkErrorKind(error);
-  if (THROTTLED.has(name) || status === 429 || kind === 'throttling')
-    return new ModelThrottledError(message, options);
-  if (
-    kind === 'transient' ||
-    (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) ||
-    NETWORK_CODES.has(name) ||
-    (status !== undefined && status >= 500)
-  )
-    return new ModelTransientError(message, options);
-  if (name === 'ValidationError')
-    return new ModelConfigError(
-      `${message} (check that endpoint ${endpoint} exists in this region, is InService and takes JSON)`,
-      options,
-    );
-  if (CONFIG.has(name) || status === 401 || status === 403)
-    return new ModelConfigError(`${message} (check sagemaker:InvokeEndpoint access to ${endpoint})`, options);
-  if (status !== undefined && status >= 400) return new ModelRequestError(message, options);
-  return error;
+  return mapAwsError(error, {
+    who: `sagemaker ${endpoint}`,
+    service: 'SageMaker',
+    throttled: THROTTLED,
+    transient: TRANSIENT,
+    // The container answered with an error (HTTP 424): its own status tells a busy or failing container
+    // from a request it rejects, or from a container that does not serve this request at all.
+    early: (e, message) => {
+      if (e.name !== 'ModelError') return undefined;
+      const original = e.OriginalStatusCode;
+      if (original === 401 || original === 403 || original === 404)
+        return new ModelConfigError(`${message} (the container at ${endpoint} does not serve this request)`, {
+          cause: e,
+        });
+      return containerError(original, message, e);
+    },
+    late: (e, message) => {
+      const status = e.$metadata?.httpStatusCode;
+      if (e.name === 'ValidationError')
+        return new ModelConfigError(
+          `${message} (check that endpoint ${endpoint} exists in this region, is InService and takes JSON)`,
+          { cause: e },
+        );
+      if (CONFIG.has(e.name) || status === 401 || status === 403)
+        return new ModelConfigError(`${message} (check sagemaker:InvokeEndpoint access to ${endpoint})`, {
+          cause: e,
+        });
+      return undefined;
+    },
+  });
 }

@@ -1,10 +1,11 @@
 import type { z } from 'zod';
 import { type PipelineConfig, parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
-import { JudgeAnswerError, ModelRefusedError, ModelRequestError, ModelThrottledError } from '../errors.js';
+import { JudgeAnswerError, ModelRefusedError, ModelRequestError } from '../errors.js';
 import { configKey, markerKey, shardKey, shardRejectsKey, shardStatsKey } from '../keys.js';
 import { costOf, emptyStats, priceOf } from '../ledger.js';
 import { type CachedCall, callKey } from '../models/call-cache.js';
+import { governedBy, identityOf, mapLimit } from '../models/calls.js';
 import type { GenerateRequest, JudgeRequest, ModelClient, Usage } from '../models/model-client.js';
 import { inductionTemplate } from '../prompts/induction.js';
 import { type PromptTemplate, templateFor, templateHash } from '../prompts/templates.js';
@@ -46,30 +47,6 @@ interface ShardStageSpec<I extends { id: string; source: string; line: number },
 }
 
 /**
- * Runs `fn` over items with at most `limit` in flight, keeping the input order. After the first
- * failure no new item starts, and the calls already in flight are waited for, so their answers reach
- * the cache before the shard fails: its retry must not pay for them again. Rethrows the first failure.
- */
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  let failure: { error: unknown } | undefined;
-  const worker = async () => {
-    while (next < items.length && !failure) {
-      const i = next++;
-      try {
-        results[i] = await fn(items[i] as T);
-      } catch (error) {
-        failure ??= { error };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failure) throw failure.error;
-  return results;
-}
-
-/**
  * Runs one model stage over one shard: reads the previous stage's records, handles each, and
  * writes the kept records, the rejects and the stage's stats. Stats are written last: a shard stage
  * is complete exactly when its stats exist.
@@ -104,30 +81,12 @@ export async function runShardStage<I extends { id: string; source: string; line
     stats.outputTokens += usage.outputTokens;
     stats.costUsd += costOf(usage, price);
   };
-  // A local model's weights can change under the same spec: its answers are keyed to the file.
-  // Asked on the first call, not before: a shard with nothing to ask must not load a model for it.
-  let identity: Promise<string> | undefined;
-  const modelIdentity = () => {
-    identity ??= model.identity
-      ? model.identity().then((id) => `${model.spec}@${id}`)
-      : Promise.resolve(model.spec);
-    return identity;
-  };
+  const modelIdentity = identityOf(model);
   const execution = RunMarker.parse(JSON.parse(await store.get(markerKey(runId)))).executionId;
   // Calls whose cost this attempt's stats hold, paid now or recovered from an attempt that failed.
   const counted = new Set<string>();
   const governor = deps.governors?.get(model.spec, config);
-  const governed = <R extends { usage: Usage }>(request: GenerateRequest, invoke: () => Promise<R>) =>
-    governor
-      ? governor.run(invoke, {
-          reserveTokens: reserveFor(request),
-          tokensUsed: (result) => result.usage.inputTokens + result.usage.outputTokens,
-          onRetry: (error) => {
-            stats.retries++;
-            if (error instanceof ModelThrottledError) stats.throttled++;
-          },
-        })
-      : invoke();
+  const governed = governedBy(governor, stats);
   /** Answers a call from the cache, or makes it, meters it and caches the answer before it is used. */
   const answer = async (
     request: GenerateRequest,
@@ -250,7 +209,3 @@ export async function runShardStage<I extends { id: string; source: string; line
   await store.put(shardStatsKey(runId, shard, spec.stage), JSON.stringify(stats), { intermediate: true });
   return { runId, shard, records: kept.length };
 }
-
-/** Tokens to reserve for a call: about four characters a token in, and the most it may write out. */
-const reserveFor = (request: GenerateRequest): number =>
-  Math.ceil((request.system.length + request.prompt.length) / 4) + request.maxTokens;
