@@ -1,23 +1,24 @@
 import {
   BedrockRuntimeClient,
-  type ContentBlock,
   ConverseCommand,
   type ConverseCommandInput,
   type ConverseCommandOutput,
-  type ToolInputSchema,
 } from '@aws-sdk/client-bedrock-runtime';
 import { JudgeAnswerError, ModelConfigError, ModelRefusedError } from '../errors.js';
 import { BEDROCK_CONFIG, BEDROCK_THROTTLED, BEDROCK_TRANSIENT, mapAwsError } from './aws-errors.js';
 import {
-  checkAnswer,
-  type GenerateRequest,
-  type GenerateResult,
-  type JudgeRequest,
-  type JudgeResult,
-  jsonSchemaOf,
-  type ModelClient,
-  parseJsonAnswer,
-  type Usage,
+  type ConverseResponse,
+  converseAnswer,
+  converseBody,
+  converseText,
+  converseUsage,
+} from './converse-body.js';
+import type {
+  GenerateRequest,
+  GenerateResult,
+  JudgeRequest,
+  JudgeResult,
+  ModelClient,
 } from './model-client.js';
 
 /** Options of a {@link BedrockModelClient}. */
@@ -67,40 +68,15 @@ export class BedrockModelClient implements ModelClient {
 
   /** Sends one system prompt and one user message; returns the answer text, trimmed. */
   async generate(request: GenerateRequest): Promise<GenerateResult> {
-    const response = await this.converse(this.input(request, request.prompt));
-    const usage = usageOf(response);
-    return { text: textOf(response.output?.message?.content), usage };
+    const response = await this.converse(request, true);
+    return { text: converseText(response), usage: converseUsage(response) };
   }
 
   /** Asks for an answer matching `request.schema`, through a forced tool call (or JSON text). */
   async judge<T>(request: JudgeRequest<T>): Promise<JudgeResult<T>> {
-    const json = jsonSchemaOf(request.schema);
-    if (!this.toolUse) {
-      const prompt =
-        `${request.prompt}\n\nAnswer with only a JSON object (no prose, no code fence) that matches this ` +
-        `JSON schema:\n${JSON.stringify(json)}`;
-      const response = await this.converse(this.input(request, prompt));
-      const usage = usageOf(response);
-      const answer = parseJsonAnswer(textOf(response.output?.message?.content));
-      return { value: checkAnswer(request, answer, usage, this.modelId), usage };
-    }
-
-    const response = await this.converse({
-      ...this.input(request, request.prompt),
-      toolConfig: {
-        tools: [
-          {
-            toolSpec: {
-              name: request.toolName,
-              description: request.toolDescription,
-              inputSchema: { json: json as ToolInputSchema.JsonMember['json'] },
-            },
-          },
-        ],
-        toolChoice: { tool: { name: request.toolName } },
-      },
-    }).catch((error: unknown) => {
-      if (error instanceof Error && TOOLS_UNSUPPORTED.test(error.message)) return undefined;
+    const toolUse = this.toolUse;
+    const response = await this.converse(request, toolUse).catch((error: unknown) => {
+      if (toolUse && error instanceof Error && TOOLS_UNSUPPORTED.test(error.message)) return undefined;
       throw error;
     });
     if (!response) {
@@ -108,28 +84,20 @@ export class BedrockModelClient implements ModelClient {
       this.toolUse = false;
       return this.judge(request);
     }
-    const usage = usageOf(response);
-    const toolUses = (response.output?.message?.content ?? []).flatMap((b) => (b.toolUse ? [b.toolUse] : []));
-    const toolUse = toolUses.find((t) => t.name === request.toolName) ?? toolUses[0];
-    if (!toolUse)
-      throw new JudgeAnswerError(
-        `${this.modelId} did not call tool ${request.toolName} (stopReason ${response.stopReason})`,
-        usage,
-      );
-    return { value: checkAnswer(request, toolUse.input, usage, this.modelId), usage };
+    const answer = converseAnswer(request as JudgeRequest<unknown>, response, this.modelId, toolUse);
+    if (answer.kind === 'answer') return { value: answer.value as T, usage: answer.usage };
+    // converse() throws on refusals: anything else here is an answer that failed validation.
+    throw new JudgeAnswerError(
+      'message' in answer ? answer.message : `${this.modelId}: no answer`,
+      answer.usage,
+    );
   }
 
-  private input(request: GenerateRequest, prompt: string): ConverseCommandInput {
-    return {
-      modelId: this.modelId,
-      // A tuned model's reversed prompt has no system prompt, and Converse refuses an empty text block.
-      ...(request.system ? { system: [{ text: request.system }] } : {}),
-      messages: [{ role: 'user', content: [{ text: prompt }] }],
-      inferenceConfig: { maxTokens: request.maxTokens, temperature: request.temperature },
-    };
-  }
-
-  private async converse(input: ConverseCommandInput): Promise<ConverseCommandOutput> {
+  private async converse(
+    request: GenerateRequest | JudgeRequest<unknown>,
+    toolUse: boolean,
+  ): Promise<ConverseResponse> {
+    const input = { modelId: this.modelId, ...converseBody(request, toolUse) } as ConverseCommandInput;
     let response: ConverseCommandOutput;
     try {
       response = await (this.client ?? defaultClient()).send(new ConverseCommand(input));
@@ -137,23 +105,13 @@ export class BedrockModelClient implements ModelClient {
       throw mapBedrockError(error, this.modelId);
     }
     if (response.stopReason === 'guardrail_intervened' || response.stopReason === 'content_filtered')
-      throw new ModelRefusedError(`${this.modelId} stopped with ${response.stopReason}`, usageOf(response));
-    return response;
+      throw new ModelRefusedError(
+        `${this.modelId} stopped with ${response.stopReason}`,
+        converseUsage(response as ConverseResponse),
+      );
+    return response as ConverseResponse;
   }
 }
-
-function usageOf(response: ConverseCommandOutput): Usage {
-  return { inputTokens: response.usage?.inputTokens ?? 0, outputTokens: response.usage?.outputTokens ?? 0 };
-}
-
-function textOf(content: ContentBlock[] | undefined): string {
-  return (content ?? [])
-    .map((b) => b.text ?? '')
-    .join('')
-    .trim();
-}
-
-/** A short, one-line summary of a zod error, for a reject's detail. */
 
 // What Bedrock says when a model cannot take a toolConfig (or a forced toolChoice).
 const TOOLS_UNSUPPORTED = /doesn.t support (tool use|the toolConfig|toolChoice)|tool use is not supported/i;
