@@ -1,0 +1,163 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import type { CachedCall } from '../models/call-cache.js';
+import {
+  type ConverseBody,
+  ConverseResponse,
+  converseAnswer,
+  converseBody,
+} from '../models/converse-body.js';
+import type { GenerateRequest, JudgeRequest } from '../models/model-client.js';
+
+/**
+ * Bedrock batch inference as the pipeline uses it: a stage's model calls that the call cache cannot
+ * answer are written as one or more batch jobs (invocation type `Converse`, about half the on-demand
+ * price); each answer read back is put into the call cache under its call's key, and the stage then
+ * runs as on-demand does, finding its answers there. A record the job left out or failed is simply a
+ * cache miss, paid on-demand: the fallback needs no code of its own, and batch and on-demand runs with
+ * the same deterministic model give the same pairs.
+ */
+
+/** One model call a stage could not answer from the cache: its cache key and its request. */
+export interface BatchCall {
+  readonly key: string;
+  readonly request: GenerateRequest | JudgeRequest<unknown>;
+  /** Whether the judge answers through a forced tool; false for a model without tool use. */
+  readonly toolUse?: boolean;
+}
+
+/** A line of a batch job's input: `modelInput` is a Converse request body. */
+export const BatchInputLine = z.object({ recordId: z.string().length(11), modelInput: z.unknown() });
+export type BatchInputLine = z.infer<typeof BatchInputLine>;
+
+/** A line of a batch job's `.jsonl.out`: the Converse response, or the error in its place. */
+export const BatchOutputLine = z.object({
+  recordId: z.string(),
+  modelInput: z.unknown().optional(),
+  modelOutput: z.unknown().optional(),
+  error: z
+    .object({ errorCode: z.union([z.number(), z.string()]).optional(), errorMessage: z.string().optional() })
+    .optional(),
+});
+export type BatchOutputLine = z.infer<typeof BatchOutputLine>;
+
+/** Record ids are 11 alphanumeric characters: `R` and the record's place in its job, in base 36. */
+export const recordIdOf = (index: number): string => `R${index.toString(36).padStart(10, '0')}`;
+
+/** A job's name and idempotency token, from run, stage and chunk: a retried submit starts no second job. */
+export function jobIdentity(runId: string, stage: string, chunk: number): { jobName: string; token: string } {
+  const hash = createHash('sha256')
+    .update(JSON.stringify([runId, stage, chunk]))
+    .digest('hex')
+    .slice(0, 24);
+  return { jobName: `safer-instruct-${stage}-${hash}-${chunk}`.slice(0, 63), token: `${hash}${chunk}` };
+}
+
+/** The calls of one stage, in jobs of at most `maxPerJob`; a job below `minPerJob` is not worth submitting. */
+export function chunkCalls<T>(
+  calls: readonly T[],
+  maxPerJob: number,
+  minPerJob: number,
+): { jobs: T[][]; onDemand: T[] } {
+  const jobs: T[][] = [];
+  for (let i = 0; i < calls.length; i += maxPerJob) jobs.push(calls.slice(i, i + maxPerJob));
+  const last = jobs.at(-1);
+  // A short last chunk joins the one before it when that stays within the maximum, else goes on-demand.
+  if (last && last.length < minPerJob) {
+    jobs.pop();
+    const before = jobs.at(-1);
+    if (before && before.length + last.length <= maxPerJob) before.push(...last);
+    else return { jobs, onDemand: last };
+  }
+  return { jobs, onDemand: [] };
+}
+
+/** A batch job's input JSONL and the call behind each record id. */
+export function batchInput(calls: readonly BatchCall[]): { jsonl: string; calls: Map<string, BatchCall> } {
+  const byRecord = new Map<string, BatchCall>();
+  const lines = calls.map((call, i) => {
+    const recordId = recordIdOf(i);
+    byRecord.set(recordId, call);
+    const modelInput: ConverseBody = converseBody(call.request, call.toolUse ?? true);
+    return JSON.stringify({ recordId, modelInput });
+  });
+  return { jsonl: lines.length ? `${lines.join('\n')}\n` : '', calls: byRecord };
+}
+
+/** What a job's output gave: answers to cache, and the calls left to on-demand with why. */
+export interface BatchJoin {
+  readonly answers: Map<string, CachedCall>;
+  readonly errored: { readonly key: string; readonly recordId: string; readonly reason: string }[];
+  readonly missing: string[];
+  /** Output lines that named no record of the job, or could not be read. */
+  readonly unreadable: number;
+}
+
+/**
+ * Joins a job's output lines to its calls on `recordId` (the service keeps no order). A line with an
+ * error, or a record with no line, leaves its call to on-demand; an answer is read as the on-demand
+ * provider reads a Converse response, so a judge's answer is validated with its schema.
+ */
+export function joinBatchOutput(
+  output: Iterable<string>,
+  calls: ReadonlyMap<string, BatchCall>,
+  who: string,
+): BatchJoin {
+  const answers = new Map<string, CachedCall>();
+  const errored: { key: string; recordId: string; reason: string }[] = [];
+  const seen = new Set<string>();
+  let unreadable = 0;
+  for (const text of output) {
+    if (!text.trim()) continue;
+    let line: BatchOutputLine;
+    try {
+      line = BatchOutputLine.parse(JSON.parse(text));
+    } catch {
+      unreadable++;
+      continue;
+    }
+    const call = calls.get(line.recordId);
+    if (!call || seen.has(line.recordId)) {
+      unreadable++;
+      continue;
+    }
+    seen.add(line.recordId);
+    const response = ConverseResponse.safeParse(line.modelOutput);
+    if (line.error || !response.success) {
+      const reason = line.error
+        ? `${line.error.errorCode ?? 'error'}: ${line.error.errorMessage ?? 'no message'}`
+        : 'the model output is not a Converse response';
+      errored.push({ key: call.key, recordId: line.recordId, reason });
+      continue;
+    }
+    answers.set(call.key, converseAnswer(call.request, response.data, who, call.toolUse ?? true));
+  }
+  const missing = [...calls].filter(([recordId]) => !seen.has(recordId)).map(([, call]) => call.key);
+  return { answers, errored, missing, unreadable };
+}
+
+/** The states a batch job ends or waits in. */
+export const BATCH_JOB_STATUSES = [
+  'Submitted',
+  'Validating',
+  'Scheduled',
+  'InProgress',
+  'Stopping',
+  'Completed',
+  'PartiallyCompleted',
+  'Failed',
+  'Stopped',
+  'Expired',
+] as const;
+export type BatchJobStatus = (typeof BATCH_JOB_STATUSES)[number];
+
+/**
+ * What to do with a job in a state: wait while it runs; join what it wrote when it completed, even
+ * partly; send every record on-demand when it failed, stopped or expired (its output, if any, is not
+ * trusted).
+ */
+export function jobOutcome(status: BatchJobStatus): 'wait' | 'join' | 'on-demand' {
+  if (status === 'Completed' || status === 'PartiallyCompleted') return 'join';
+  if (status === 'Failed' || status === 'Stopped' || status === 'Expired') return 'on-demand';
+  return 'wait';
+}
