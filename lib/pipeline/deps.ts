@@ -2,7 +2,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { loadEnv } from './env.js';
 import { CallCache } from './models/call-cache.js';
 import { GovernorPool } from './models/governor-pool.js';
-import type { ModelClient } from './models/model-client.js';
+import type { GenerateRequest, JudgeRequest, ModelClient } from './models/model-client.js';
 import { ModelRegistry } from './models/registry.js';
 import { type ParameterStore, SsmParameterStore } from './parameters.js';
 import { S3Store } from './store/s3-store.js';
@@ -20,6 +20,14 @@ export interface StageDeps {
   readonly now?: () => Date;
   /** Where `ssm:` model specs are read when a run starts; absent, such specs are an error. */
   readonly parameters?: ParameterStore;
+  /**
+   * Collects, instead of making, the calls the cache cannot answer, for a batch job: a stage run with it
+   * pays nothing and writes nothing. Absent, calls are made on-demand.
+   */
+  readonly collect?: (call: {
+    readonly key: string;
+    readonly request: GenerateRequest | JudgeRequest<unknown>;
+  }) => void;
 }
 
 let processDeps: StageDeps | undefined;

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { type PipelineConfig, parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
-import { JudgeAnswerError, ModelRefusedError, ModelRequestError } from '../errors.js';
+import { JudgeAnswerError, ModelConfigError, ModelRefusedError, ModelRequestError } from '../errors.js';
 import { configKey, markerKey, shardKey, shardRejectsKey, shardStatsKey } from '../keys.js';
 import { costOf, emptyStats, priceOf } from '../ledger.js';
 import { type CachedCall, callKey } from '../models/call-cache.js';
@@ -19,6 +19,11 @@ import {
 } from '../schemas.js';
 import { toJsonl } from '../store/store.js';
 import { finishedStats, readShardRecords } from './shard-io.js';
+
+/** A call the stage is collecting for a batch job instead of making: the record waits for its answer. */
+class DeferredCall extends Error {
+  override name = 'DeferredCall';
+}
 
 /** A record leaves the pipeline at this stage, for this reason. */
 export class Rejection {
@@ -107,6 +112,10 @@ export async function runShardStage<I extends { id: string; source: string; line
         return hit;
       }
       stats.cacheMisses++;
+      if (deps.collect) {
+        deps.collect({ key, request });
+        throw new DeferredCall(key);
+      }
     }
     let entry: CachedCall;
     try {
@@ -170,10 +179,13 @@ export async function runShardStage<I extends { id: string; source: string; line
     rejects,
   } = await readShardRecords(store, task, spec.stage, from, spec.schema);
 
+  if (deps.collect && !deps.cache)
+    throw new ModelConfigError('a batch job needs the call cache to put its answers in');
   const outcomes = await mapLimit(parsed, config.callConcurrency, async (record) => {
     try {
       return await spec.handle(record, ctx);
     } catch (error) {
+      if (error instanceof DeferredCall) return new Rejection('deferred', '');
       // Per-record failures become rejects; throttling, outages and bugs fail the shard for Retry.
       if (error instanceof ModelRefusedError)
         return new Rejection('model-refused', error.message.slice(0, 300));
@@ -183,6 +195,8 @@ export async function runShardStage<I extends { id: string; source: string; line
     }
   });
 
+  // Collecting for a batch job writes nothing: the stage runs for real once the answers are cached.
+  if (deps.collect) return { runId, shard, records: 0 };
   const kept: O[] = [];
   for (const [i, outcome] of outcomes.entries()) {
     const record = parsed[i] as I;

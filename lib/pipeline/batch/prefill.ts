@@ -1,0 +1,33 @@
+import type { StageDeps } from '../deps.js';
+import type { CallCache } from '../models/call-cache.js';
+import type { ShardResult, ShardTask } from '../schemas.js';
+import type { BatchCall, BatchJoin } from './batch-job.js';
+
+/**
+ * The calls a model stage would pay for over these shards, collected instead of made: each call the
+ * cache cannot answer, once (shards asking the same call share its answer). Nothing is paid or written.
+ */
+export async function collectStageCalls(
+  stage: (task: ShardTask, deps: StageDeps) => Promise<ShardResult>,
+  tasks: readonly ShardTask[],
+  deps: StageDeps,
+): Promise<BatchCall[]> {
+  const calls = new Map<string, BatchCall>();
+  for (const task of tasks)
+    await stage(task, {
+      ...deps,
+      collect: (call) => {
+        if (!calls.has(call.key)) calls.set(call.key, call);
+      },
+    });
+  return [...calls.values()];
+}
+
+/**
+ * Puts a batch job's answers into the call cache, marked as paid by the job: the stage then finds
+ * them, and its own stats count them as cache hits, not as calls it paid for.
+ */
+export async function cacheBatchAnswers(join: BatchJoin, cache: CallCache, jobName: string): Promise<void> {
+  for (const [key, entry] of join.answers)
+    await cache.put(key, { ...entry, paidBy: { execution: `batch:${jobName}`, shard: 'batch' } });
+}
