@@ -80,20 +80,21 @@ describe('batch job input', () => {
     expect(recordIdOf(50_000)).toHaveLength(11);
   });
 
-  it('cuts calls into jobs within the maximum, and sends a short remainder on-demand', () => {
+  it('cuts calls into even jobs within the bounds, and leaves to on-demand what no job can take', () => {
     // Prepare
     const calls = Array.from({ length: 250 }, (_, i) => i);
 
     // Act
     const even = chunkCalls(calls, 100, 50);
-    const merged = chunkCalls(calls.slice(0, 130), 100, 50);
+    const fewer = chunkCalls(calls.slice(0, 130), 100, 80);
     const tooFew = chunkCalls(calls.slice(0, 30), 100, 50);
 
     // Assess
-    expect(even.jobs.map((j) => j.length)).toEqual([100, 100, 50]);
+    expect(even.jobs.map((j) => j.length)).toEqual([84, 83, 83]);
+    expect(even.jobs.flat()).toEqual(calls);
     expect(even.onDemand).toEqual([]);
-    expect(merged.jobs.map((j) => j.length)).toEqual([100]);
-    expect(merged.onDemand).toHaveLength(30);
+    expect(fewer.jobs.map((j) => j.length)).toEqual([100]);
+    expect(fewer.onDemand).toEqual(calls.slice(100, 130));
     expect(tooFew).toEqual({ jobs: [], onDemand: calls.slice(0, 30) });
   });
 

@@ -53,23 +53,28 @@ export function jobIdentity(runId: string, stage: string, chunk: number): { jobN
   return { jobName: `safer-instruct-${stage}-${hash}-${chunk}`.slice(0, 63), token: `${hash}${chunk}` };
 }
 
-/** The calls of one stage, in jobs of at most `maxPerJob`; a job below `minPerJob` is not worth submitting. */
+/**
+ * The calls of one stage as jobs of at most `maxPerJob` and at least `minPerJob` records, as even as
+ * they can be; what no job can take (fewer than `minPerJob` calls in all, or a rest beyond the jobs
+ * that fit) is left to on-demand.
+ */
 export function chunkCalls<T>(
   calls: readonly T[],
   maxPerJob: number,
   minPerJob: number,
 ): { jobs: T[][]; onDemand: T[] } {
+  const n = calls.length;
+  if (n < minPerJob || n === 0) return { jobs: [], onDemand: [...calls] };
+  let count = Math.ceil(n / maxPerJob);
+  while (count > 1 && Math.floor(n / count) < minPerJob) count--;
+  const batched = Math.min(n, count * maxPerJob);
   const jobs: T[][] = [];
-  for (let i = 0; i < calls.length; i += maxPerJob) jobs.push(calls.slice(i, i + maxPerJob));
-  const last = jobs.at(-1);
-  // A short last chunk joins the one before it when that stays within the maximum, else goes on-demand.
-  if (last && last.length < minPerJob) {
-    jobs.pop();
-    const before = jobs.at(-1);
-    if (before && before.length + last.length <= maxPerJob) before.push(...last);
-    else return { jobs, onDemand: last };
+  for (let i = 0, start = 0; i < count; i++) {
+    const size = Math.floor(batched / count) + (i < batched % count ? 1 : 0);
+    jobs.push(calls.slice(start, start + size));
+    start += size;
   }
-  return { jobs, onDemand: [] };
+  return { jobs, onDemand: calls.slice(batched) };
 }
 
 /** A batch job's input JSONL and the call behind each record id. */

@@ -38,7 +38,7 @@ const shuffled = <T extends { recordId: string }>(lines: T[], seed: string): T[]
  */
 export async function emulateBatchJob(
   input: string,
-  respond: (body: ConverseBody) => Promise<ConverseResponse>,
+  respond: (body: ConverseBody, recordId: string) => Promise<ConverseResponse>,
   options: EmulatorOptions = {},
 ): Promise<EmulatedJob> {
   const records = input
@@ -55,7 +55,7 @@ export async function emulateBatchJob(
       error = { errorCode: 400, errorMessage: 'emulated record error' };
     else
       try {
-        modelOutput = await respond(modelInput as ConverseBody);
+        modelOutput = await respond(modelInput as ConverseBody, recordId);
       } catch (e) {
         error = { errorCode: 500, errorMessage: (e as Error).message };
       }

@@ -1,0 +1,158 @@
+import { z } from 'zod';
+import { type PipelineConfig, parseConfig } from '../config.js';
+import type { StageDeps } from '../deps.js';
+import { ModelConfigError } from '../errors.js';
+import { configKey, runPrefix } from '../keys.js';
+import { costOf, priceOf } from '../ledger.js';
+import { mapLimit } from '../models/calls.js';
+import type { ModelStage, ShardResult, ShardTask } from '../schemas.js';
+import {
+  BATCH_JOB_STATUSES,
+  type BatchCall,
+  batchInput,
+  chunkCalls,
+  jobIdentity,
+  jobOutcome,
+  joinBatchOutput,
+} from './batch-job.js';
+import { cacheBatchAnswers, collectStageCalls } from './prefill.js';
+
+/** One batch job to run: where its input is, where its output goes, and the calls behind its records. */
+export interface BatchJobSpec {
+  readonly jobName: string;
+  /** The idempotency token: a retried submit of the same job starts no second billed job. */
+  readonly token: string;
+  readonly modelId: string;
+  readonly inputKey: string;
+  readonly outputPrefix: string;
+  readonly calls: ReadonlyMap<string, BatchCall>;
+}
+
+/** How a job ended, and the lines of the `.jsonl.out` it wrote (none when it failed). */
+export interface BatchJobResult {
+  readonly status: (typeof BATCH_JOB_STATUSES)[number];
+  readonly output: Iterable<string> | AsyncIterable<string>;
+}
+
+/** Runs batch jobs: Bedrock in AWS, the local emulator here; either way without paying for idle waiting. */
+export interface BatchRunner {
+  run(job: BatchJobSpec): Promise<BatchJobResult>;
+}
+
+/** The limits of batch jobs, from the model's quotas. */
+export interface BatchLimits {
+  /** The fewest records Bedrock takes in one job (a quota per model, commonly 100). */
+  readonly minRecordsPerJob: number;
+  /** The most records in one job (about 50,000). */
+  readonly maxRecordsPerJob: number;
+  /** Jobs submitted or running at once for one model. */
+  readonly maxJobs: number;
+  /** Batch prices as a fraction of on-demand ones. */
+  readonly priceFactor: number;
+}
+
+/** What one stage's batch jobs did: the figures the report shows under mode `batch`. */
+export const BatchStageStats = z.object({
+  stage: z.string(),
+  jobs: z.array(
+    z.object({
+      jobName: z.string(),
+      status: z.enum(BATCH_JOB_STATUSES),
+      records: z.number().int(),
+      answered: z.number().int(),
+      errored: z.number().int(),
+      missing: z.number().int(),
+      inputTokens: z.number().int(),
+      outputTokens: z.number().int(),
+      costUsd: z.number(),
+    }),
+  ),
+  /** Calls too few for a job of their own, left to on-demand. */
+  onDemand: z.number().int(),
+});
+export type BatchStageStats = z.infer<typeof BatchStageStats>;
+
+/** Where a stage's batch job keeps its input, output and stats. */
+export const batchKey = (runId: string, stage: ModelStage, job: number, file: string) =>
+  `${runPrefix(runId)}/batch/${stage}/${job}/${file}`;
+
+type StageFunction = (task: ShardTask, deps: StageDeps) => Promise<ShardResult>;
+
+/**
+ * Prefills a model stage over all of a run's shards with batch jobs: collects the calls the cache
+ * cannot answer, writes them as jobs of at most `maxRecordsPerJob`, runs at most `maxJobs` at once, and
+ * puts each answer into the call cache. A job that failed, stopped or expired, and any record it left out
+ * or failed, simply stays a cache miss: the stage pays for it on-demand when it runs. A job that finished
+ * keeps its stats, so a rerun does not submit it again.
+ */
+export async function prefillStage(
+  options: {
+    readonly runId: string;
+    readonly stage: ModelStage;
+    readonly stageFunction: StageFunction;
+    readonly shards: readonly string[];
+    readonly limits: BatchLimits;
+    readonly runner: BatchRunner;
+  },
+  deps: StageDeps,
+): Promise<BatchStageStats> {
+  const { runId, stage, limits, runner } = options;
+  const { store, cache } = deps;
+  if (!cache) throw new ModelConfigError('batch mode needs the call cache: its answers are put there');
+  const config: PipelineConfig = parseConfig(
+    JSON.parse(await store.get(configKey(runId))),
+    `run ${runId} config`,
+  );
+  const model = await deps.models.get(config.models[stage]);
+  const price = priceOf(model.modelId, config);
+  const batchPrice = {
+    inputPer1k: price.inputPer1k * limits.priceFactor,
+    outputPer1k: price.outputPer1k * limits.priceFactor,
+  };
+
+  const tasks = options.shards.map((shard) => ({ runId, shard }));
+  const calls = await collectStageCalls(options.stageFunction, tasks, deps);
+  const { jobs, onDemand } = chunkCalls(calls, limits.maxRecordsPerJob, limits.minRecordsPerJob);
+  const indexed = jobs.map((chunk, i) => ({ chunk, i }));
+  const results = await mapLimit(indexed, limits.maxJobs, async ({ chunk, i }) => {
+    const { jobName, token } = jobIdentity(runId, stage, i);
+    const statsKey = batchKey(runId, stage, i, 'stats.json');
+    const done = await store.tryGet(statsKey);
+    if (done) return BatchStageStats.shape.jobs.element.parse(JSON.parse(done));
+    const input = batchInput(chunk);
+    const inputKey = batchKey(runId, stage, i, 'input.jsonl');
+    await store.put(inputKey, input.jsonl, { intermediate: true });
+    const result = await runner.run({
+      jobName,
+      token,
+      modelId: model.modelId,
+      inputKey,
+      outputPrefix: batchKey(runId, stage, i, 'output/'),
+      calls: input.calls,
+    });
+    const lines: string[] = [];
+    if (jobOutcome(result.status) === 'join') for await (const line of result.output) lines.push(line);
+    const join = joinBatchOutput(lines, input.calls, `bedrock ${model.modelId}`);
+    await cacheBatchAnswers(join, cache, jobName);
+    let inputTokens = 0;
+    let outputTokens = 0;
+    for (const entry of join.answers.values()) {
+      inputTokens += entry.usage.inputTokens;
+      outputTokens += entry.usage.outputTokens;
+    }
+    const stats = {
+      jobName,
+      status: result.status,
+      records: chunk.length,
+      answered: join.answers.size,
+      errored: join.errored.length,
+      missing: join.missing.length,
+      inputTokens,
+      outputTokens,
+      costUsd: costOf({ inputTokens, outputTokens }, batchPrice),
+    };
+    await store.put(statsKey, JSON.stringify(stats), { intermediate: true });
+    return stats;
+  });
+  return { stage, jobs: results, onDemand: onDemand.length };
+}
