@@ -98,11 +98,11 @@ describe('batch job input', () => {
     expect(tooFew).toEqual({ jobs: [], onDemand: calls.slice(0, 30) });
   });
 
-  it('names a job and its token after run, stage and chunk, so a retried submit reuses the token', () => {
+  it('names a job and its token after run, stage and calls, so a retried submit of the same calls reuses the token', () => {
     // Act
-    const first = jobIdentity('run-1', 'induce', 0);
-    const retried = jobIdentity('run-1', 'induce', 0);
-    const next = jobIdentity('run-1', 'induce', 1);
+    const first = jobIdentity('run-1', 'induce', ['k1', 'k2']);
+    const retried = jobIdentity('run-1', 'induce', ['k2', 'k1']);
+    const next = jobIdentity('run-1', 'induce', ['k1', 'k3']);
 
     // Assess
     expect(retried).toEqual(first);

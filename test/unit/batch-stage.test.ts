@@ -147,7 +147,9 @@ describe('batch mode', () => {
     expect(first.jobs).toEqual([expect.objectContaining({ status: 'Failed', records: 120, answered: 0 })]);
     expect(runs).toHaveLength(1);
     expect(again.jobs).toEqual(first.jobs);
-    expect(await setup.store.tryGet(batchKey(runId, 'induce', 0, 'stats.json'))).toBeDefined();
+    expect(
+      await setup.store.tryGet(batchKey(runId, 'induce', first.jobs[0]?.jobName ?? '', 'stats.json')),
+    ).toBeDefined();
     expect(model.calls).toHaveLength(120);
   });
 });

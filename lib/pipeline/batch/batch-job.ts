@@ -44,13 +44,20 @@ export type BatchOutputLine = z.infer<typeof BatchOutputLine>;
 /** Record ids are 11 alphanumeric characters: `R` and the record's place in its job, in base 36. */
 export const recordIdOf = (index: number): string => `R${index.toString(36).padStart(10, '0')}`;
 
-/** A job's name and idempotency token, from run, stage and chunk: a retried submit starts no second job. */
-export function jobIdentity(runId: string, stage: string, chunk: number): { jobName: string; token: string } {
+/**
+ * A job's name and idempotency token, from run, stage and the calls it answers: a retried submit of the
+ * same calls starts no second billed job, and a job of other calls can never be mistaken for it.
+ */
+export function jobIdentity(
+  runId: string,
+  stage: string,
+  keys: readonly string[],
+): { jobName: string; token: string } {
   const hash = createHash('sha256')
-    .update(JSON.stringify([runId, stage, chunk]))
+    .update(JSON.stringify([runId, stage, [...keys].sort()]))
     .digest('hex')
-    .slice(0, 24);
-  return { jobName: `safer-instruct-${stage}-${hash}-${chunk}`.slice(0, 63), token: `${hash}${chunk}` };
+    .slice(0, 32);
+  return { jobName: `safer-instruct-${stage}-${hash}`, token: hash };
 }
 
 /**

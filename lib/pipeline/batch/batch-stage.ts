@@ -72,9 +72,9 @@ export const BatchStageStats = z.object({
 });
 export type BatchStageStats = z.infer<typeof BatchStageStats>;
 
-/** Where a stage's batch job keeps its input, output and stats. */
-export const batchKey = (runId: string, stage: ModelStage, job: number, file: string) =>
-  `${runPrefix(runId)}/batch/${stage}/${job}/${file}`;
+/** Where a stage's batch job keeps its input, output and stats, by job name. */
+export const batchKey = (runId: string, stage: ModelStage, jobName: string, file: string) =>
+  `${runPrefix(runId)}/batch/${stage}/${jobName}/${file}`;
 
 type StageFunction = (task: ShardTask, deps: StageDeps) => Promise<ShardResult>;
 
@@ -82,8 +82,8 @@ type StageFunction = (task: ShardTask, deps: StageDeps) => Promise<ShardResult>;
  * Prefills a model stage over all of a run's shards with batch jobs: collects the calls the cache
  * cannot answer, writes them as jobs of at most `maxRecordsPerJob`, runs at most `maxJobs` at once, and
  * puts each answer into the call cache. A job that failed, stopped or expired, and any record it left out
- * or failed, simply stays a cache miss: the stage pays for it on-demand when it runs. A job that finished
- * keeps its stats, so a rerun does not submit it again.
+ * or failed, simply stays a cache miss: the stage pays for it on-demand when it runs. A job is named
+ * after its calls and keeps its stats when it ends, so a rerun never submits the same calls again.
  */
 export async function prefillStage(
   options: {
@@ -111,23 +111,29 @@ export async function prefillStage(
   };
 
   const tasks = options.shards.map((shard) => ({ runId, shard }));
-  const calls = await collectStageCalls(options.stageFunction, tasks, deps);
+  // Sorted: shards collect concurrently, and the same calls must make the same jobs on a rerun.
+  const calls = (await collectStageCalls(options.stageFunction, tasks, deps)).sort((a, b) =>
+    a.key < b.key ? -1 : 1,
+  );
   const { jobs, onDemand } = chunkCalls(calls, limits.maxRecordsPerJob, limits.minRecordsPerJob);
-  const indexed = jobs.map((chunk, i) => ({ chunk, i }));
-  const results = await mapLimit(indexed, limits.maxJobs, async ({ chunk, i }) => {
-    const { jobName, token } = jobIdentity(runId, stage, i);
-    const statsKey = batchKey(runId, stage, i, 'stats.json');
+  const results = await mapLimit(jobs, limits.maxJobs, async (chunk) => {
+    const { jobName, token } = jobIdentity(
+      runId,
+      stage,
+      chunk.map((c) => c.key),
+    );
+    const statsKey = batchKey(runId, stage, jobName, 'stats.json');
     const done = await store.tryGet(statsKey);
     if (done) return BatchStageStats.shape.jobs.element.parse(JSON.parse(done));
     const input = batchInput(chunk);
-    const inputKey = batchKey(runId, stage, i, 'input.jsonl');
+    const inputKey = batchKey(runId, stage, jobName, 'input.jsonl');
     await store.put(inputKey, input.jsonl, { intermediate: true });
     const result = await runner.run({
       jobName,
       token,
       modelId: model.modelId,
       inputKey,
-      outputPrefix: batchKey(runId, stage, i, 'output/'),
+      outputPrefix: batchKey(runId, stage, jobName, 'output/'),
       calls: input.calls,
     });
     const lines: string[] = [];
