@@ -96,6 +96,8 @@ describe('batch job input', () => {
     expect(fewer.jobs.map((j) => j.length)).toEqual([100]);
     expect(fewer.onDemand).toEqual(calls.slice(100, 130));
     expect(tooFew).toEqual({ jobs: [], onDemand: calls.slice(0, 30) });
+    expect(() => chunkCalls(calls, 0, 0)).toThrow(RangeError);
+    expect(() => chunkCalls(calls, 50, 100)).toThrow(RangeError);
   });
 
   it('names a job and its token after run, stage and calls, so a retried submit of the same calls reuses the token', () => {
@@ -140,7 +142,7 @@ describe('joining a batch job output', () => {
     });
   });
 
-  it('leaves missing and errored records to on-demand, and reads an off-schema judge answer as invalid', async () => {
+  it('leaves missing, errored and empty records to on-demand, and reads an off-schema judge answer as invalid', async () => {
     // Prepare
     const bad: BatchCall = { ...judgeCall(3), request: { ...judgeCall(3).request, prompt: 'judge bad' } };
     const { jsonl, calls } = batchInput([generateCall(0), generateCall(1), generateCall(2), bad]);
@@ -150,21 +152,26 @@ describe('joining a batch job output', () => {
       errorRecordIds: new Set([recordIdOf(1)]),
       dropRecordIds: new Set([recordIdOf(2)]),
     });
+    const empty = JSON.stringify({ recordId: recordIdOf(0), modelOutput: {} });
     const join = joinBatchOutput(
-      [...lines(job.output), 'not json', '{"recordId":"R9999999999"}'],
+      [empty, ...lines(job.output), 'not json', '{"recordId":"R9999999999"}'],
       calls,
       'm',
     );
 
     // Assess
     expect(job.status).toBe('PartiallyCompleted');
-    expect([...join.answers.keys()].sort()).toEqual(['judge-3', 'key-0']);
+    // The empty output line came first and took record 0: an answer without content is not cached.
+    // The empty output line takes record 0: an answer without content is not cached.
+    expect([...join.answers.keys()].sort()).toEqual(['judge-3']);
     expect(join.answers.get('judge-3')).toMatchObject({ kind: 'invalid-answer' });
     expect(join.errored).toEqual([
+      { key: 'key-0', recordId: recordIdOf(0), reason: 'the model output is not a Converse answer' },
       { key: 'key-1', recordId: recordIdOf(1), reason: '400: emulated record error' },
     ]);
     expect(join.missing).toEqual(['key-2']);
-    expect(join.unreadable).toBe(2);
+    // The job's own line for record 0 comes after the empty one: a second line for a record is not read.
+    expect(join.unreadable).toBe(3);
   });
 
   it('joins what a completed or partly completed job wrote, and sends everything on-demand after a failure', () => {

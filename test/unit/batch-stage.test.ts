@@ -8,7 +8,7 @@ import {
 } from '../../lib/pipeline/batch/batch-stage.js';
 import { LocalBatchRunner } from '../../lib/pipeline/batch/local-runner.js';
 import type { StageDeps } from '../../lib/pipeline/deps.js';
-import { outputKey } from '../../lib/pipeline/keys.js';
+import { configKey, outputKey } from '../../lib/pipeline/keys.js';
 import { CallCache } from '../../lib/pipeline/models/call-cache.js';
 import type { ModelStage, Pair, ShardResult, ShardTask } from '../../lib/pipeline/schemas.js';
 import { evaluate } from '../../lib/pipeline/stages/evaluate.js';
@@ -113,6 +113,78 @@ describe('batch mode', () => {
       });
     expect(batchModel.calls).toHaveLength(4 * 6);
     expect(onDemandModel.calls).toHaveLength(4 * 320);
+  });
+
+  it('keeps to on-demand a stage whose model is not a Bedrock Converse model', async () => {
+    // Prepare
+    const model = new FakeModel();
+    const setup = fakeDeps(model, { shardSize: 40 });
+    const deps = { ...setup.deps, cache: new CallCache(new FsStore(tempDir())) };
+    const { runId, shards } = await putAndSplit(
+      deps,
+      'c.jsonl',
+      texts(120)
+        .map((text, i) => JSON.stringify({ id: `c${i}`, text }))
+        .join('\n'),
+    );
+    await dedupTexts({ runId }, deps);
+    const config = JSON.parse(await setup.store.get(configKey(runId)));
+    await setup.store.put(
+      configKey(runId),
+      JSON.stringify({
+        ...config,
+        models: {
+          ...config.models,
+          induce: 'bedrock-custom:arn:aws:bedrock:us-east-1:123456789012:imported-model/x#llama',
+        },
+      }),
+    );
+    const runs: string[] = [];
+    const runner: BatchRunner = {
+      run: async (job) => (runs.push(job.jobName), { status: 'Completed', output: [] }),
+    };
+
+    // Act
+    const stats = await prefillStage(
+      { runId, stage: 'induce', stageFunction: induce, shards, limits: LIMITS, runner },
+      deps,
+    );
+
+    // Assess
+    expect(stats).toEqual({ stage: 'induce', jobs: [], onDemand: 0 });
+    expect(runs).toEqual([]);
+  });
+
+  it('keeps no stats of a job that has not ended, so its output is read once it has', async () => {
+    // Prepare
+    const model = new FakeModel();
+    const setup = fakeDeps(model, { shardSize: 40 });
+    const deps = { ...setup.deps, cache: new CallCache(new FsStore(tempDir())) };
+    const { runId, shards } = await putAndSplit(
+      deps,
+      'c.jsonl',
+      texts(120)
+        .map((text, i) => JSON.stringify({ id: `c${i}`, text }))
+        .join('\n'),
+    );
+    await dedupTexts({ runId }, deps);
+    const running: BatchRunner = { run: async () => ({ status: 'InProgress', output: [] }) };
+    const runs: string[] = [];
+    const local = new LocalBatchRunner(deps.store, async () => model);
+    const ending: BatchRunner = { run: (job) => (runs.push(job.jobName), local.run(job)) };
+    const prefill = (runner: BatchRunner) =>
+      prefillStage({ runId, stage: 'induce', stageFunction: induce, shards, limits: LIMITS, runner }, deps);
+
+    // Act
+    const unfinished = await prefill(running).catch((error: Error) => error);
+    const ended = await prefill(ending);
+
+    // Assess
+    expect(unfinished).toMatchObject({ name: 'ModelTransientError' });
+    expect(runs).toHaveLength(1);
+    expect(ended.jobs).toEqual([
+      expect.objectContaining({ status: 'Completed', records: 120, answered: 120 }),
+    ]);
   });
 
   it('submits a job that ended only once: after a failed job, a rerun pays its records on-demand', async () => {

@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { CachedCall } from '../models/call-cache.js';
 import {
+  BatchConverseResponse,
   type ConverseBody,
-  ConverseResponse,
   converseAnswer,
   converseBody,
 } from '../models/converse-body.js';
@@ -70,8 +70,14 @@ export function chunkCalls<T>(
   maxPerJob: number,
   minPerJob: number,
 ): { jobs: T[][]; onDemand: T[] } {
+  if (
+    !(Number.isInteger(minPerJob) && Number.isInteger(maxPerJob) && minPerJob >= 1 && minPerJob <= maxPerJob)
+  )
+    throw new RangeError(
+      `batch job bounds must be whole numbers with 1 <= min <= max, not ${minPerJob} and ${maxPerJob}`,
+    );
   const n = calls.length;
-  if (n < minPerJob || n === 0) return { jobs: [], onDemand: [...calls] };
+  if (n < minPerJob) return { jobs: [], onDemand: [...calls] };
   let count = Math.ceil(n / maxPerJob);
   while (count > 1 && Math.floor(n / count) < minPerJob) count--;
   const batched = Math.min(n, count * maxPerJob);
@@ -134,11 +140,11 @@ export function joinBatchOutput(
       continue;
     }
     seen.add(line.recordId);
-    const response = ConverseResponse.safeParse(line.modelOutput);
+    const response = BatchConverseResponse.safeParse(line.modelOutput);
     if (line.error || !response.success) {
       const reason = line.error
         ? `${line.error.errorCode ?? 'error'}: ${line.error.errorMessage ?? 'no message'}`
-        : 'the model output is not a Converse response';
+        : 'the model output is not a Converse answer';
       errored.push({ key: call.key, recordId: line.recordId, reason });
       continue;
     }

@@ -1,10 +1,11 @@
 import { z } from 'zod';
 import { type PipelineConfig, parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
-import { ModelConfigError } from '../errors.js';
+import { ModelConfigError, ModelTransientError } from '../errors.js';
 import { configKey, runPrefix } from '../keys.js';
 import { costOf, priceOf } from '../ledger.js';
 import { mapLimit } from '../models/calls.js';
+import { parseModelSpec } from '../models/registry.js';
 import type { ModelStage, ShardResult, ShardTask } from '../schemas.js';
 import {
   BATCH_JOB_STATUSES,
@@ -103,6 +104,9 @@ export async function prefillStage(
     JSON.parse(await store.get(configKey(runId))),
     `run ${runId} config`,
   );
+  // Batch jobs are Bedrock's, in Converse form: any other provider, or a custom model called through
+  // InvokeModel with a raw prompt, answers a different request and stays on-demand.
+  if (parseModelSpec(config.models[stage]).provider !== 'bedrock') return { stage, jobs: [], onDemand: 0 };
   const model = await deps.models.get(config.models[stage]);
   const price = priceOf(model.modelId, config);
   const batchPrice = {
@@ -111,7 +115,7 @@ export async function prefillStage(
   };
 
   const tasks = options.shards.map((shard) => ({ runId, shard }));
-  // Sorted: shards collect concurrently, and the same calls must make the same jobs on a rerun.
+  // Sorted: the same calls must make the same jobs, whatever order their records were read in.
   const calls = (await collectStageCalls(options.stageFunction, tasks, deps)).sort((a, b) =>
     a.key < b.key ? -1 : 1,
   );
@@ -136,9 +140,13 @@ export async function prefillStage(
       outputPrefix: batchKey(runId, stage, jobName, 'output/'),
       calls: input.calls,
     });
+    const outcome = jobOutcome(result.status);
+    // A job still running has not ended: keeping its stats would mean never reading its output.
+    if (outcome === 'wait') throw new ModelTransientError(`batch job ${jobName} is still ${result.status}`);
     const lines: string[] = [];
-    if (jobOutcome(result.status) === 'join') for await (const line of result.output) lines.push(line);
-    const join = joinBatchOutput(lines, input.calls, `bedrock ${model.modelId}`);
+    if (outcome === 'join') for await (const line of result.output) lines.push(line);
+    // Named as on-demand names the model, so reject details read the same in both modes.
+    const join = joinBatchOutput(lines, input.calls, model.modelId);
     await cacheBatchAnswers(join, cache, jobName);
     let inputTokens = 0;
     let outputTokens = 0;

@@ -14,6 +14,7 @@ import { type EmulatorOptions, emulateBatchJob } from './emulator.js';
 export class LocalBatchRunner implements BatchRunner {
   constructor(
     private readonly store: Store,
+    /** The model behind a job's model id: the stage's own client. */
     private readonly model: (modelId: string) => Promise<ModelClient>,
     private readonly options: EmulatorOptions = {},
   ) {}

@@ -1,5 +1,6 @@
 import type { StageDeps } from '../deps.js';
 import type { CallCache } from '../models/call-cache.js';
+import { mapLimit } from '../models/calls.js';
 import type { ShardResult, ShardTask } from '../schemas.js';
 import type { BatchCall, BatchJoin } from './batch-job.js';
 
@@ -25,9 +26,12 @@ export async function collectStageCalls(
 
 /**
  * Puts a batch job's answers into the call cache, marked as paid by the job: the stage then finds
- * them, and its own stats count them as cache hits, not as calls it paid for.
+ * them, and its own stats count them as cache hits, not as calls it paid for. An entry already there
+ * (a call a shard paid on-demand meanwhile) is kept, with the record of who paid for it.
  */
 export async function cacheBatchAnswers(join: BatchJoin, cache: CallCache, jobName: string): Promise<void> {
-  for (const [key, entry] of join.answers)
-    await cache.put(key, { ...entry, paidBy: { execution: `batch:${jobName}`, shard: 'batch' } });
+  await mapLimit([...join.answers], 16, async ([key, entry]) => {
+    if ((await cache.get(key)) === undefined)
+      await cache.put(key, { ...entry, paidBy: { execution: `batch:${jobName}`, shard: 'batch' } });
+  });
 }

@@ -8,8 +8,8 @@ import { JudgeAnswerError, ModelConfigError, ModelRefusedError } from '../errors
 import { BEDROCK_CONFIG, BEDROCK_THROTTLED, BEDROCK_TRANSIENT, mapAwsError } from './aws-errors.js';
 import {
   type ConverseResponse,
-  converseAnswer,
   converseBody,
+  converseJudgeAnswer,
   converseText,
   converseUsage,
 } from './converse-body.js';
@@ -84,13 +84,11 @@ export class BedrockModelClient implements ModelClient {
       this.toolUse = false;
       return this.judge(request);
     }
-    const answer = converseAnswer(request as JudgeRequest<unknown>, response, this.modelId, toolUse);
-    if (answer.kind === 'answer') return { value: answer.value as T, usage: answer.usage };
-    // converse() throws on refusals: anything else here is an answer that failed validation.
-    throw new JudgeAnswerError(
-      'message' in answer ? answer.message : `${this.modelId}: no answer`,
-      answer.usage,
-    );
+    // converse() throws on refusals; an answer that fails validation throws JudgeAnswerError here.
+    return {
+      value: converseJudgeAnswer(request, response, this.modelId, toolUse),
+      usage: converseUsage(response),
+    };
   }
 
   private async converse(

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { JudgeAnswerError } from '../errors.js';
 import type { CachedCall } from './call-cache.js';
 import {
   checkAnswer,
@@ -99,9 +100,31 @@ export const converseText = (response: ConverseResponse): string =>
     .trim();
 
 /**
- * A Converse response read as the call cache keeps answers: a text for a generation; for a judge the
- * tool input (or, without tool use, the JSON text) validated with the request's schema, or why it is
- * invalid; a refusal when a guardrail or content filter stopped the model.
+ * A judge's answer in a Converse response: the forced tool's input (or, without tool use, the JSON
+ * text), validated with the request's schema. Throws JudgeAnswerError, carrying the usage and the
+ * validation error as `cause`, when there is no valid answer.
+ */
+export function converseJudgeAnswer<T>(
+  request: JudgeRequest<T>,
+  response: ConverseResponse,
+  who: string,
+  toolUse = true,
+): T {
+  const usage = converseUsage(response);
+  if (!toolUse) return checkAnswer(request, parseJsonAnswer(converseText(response)), usage, who);
+  const toolUses = (response.output?.message?.content ?? []).flatMap((b) => (b.toolUse ? [b.toolUse] : []));
+  const called = toolUses.find((t) => t.name === request.toolName) ?? toolUses[0];
+  if (!called)
+    throw new JudgeAnswerError(
+      `${who} did not call tool ${request.toolName} (stopReason ${response.stopReason})`,
+      usage,
+    );
+  return checkAnswer(request, called.input, usage, who);
+}
+
+/**
+ * A Converse response read as the call cache keeps answers: a text for a generation; for a judge its
+ * validated answer, or why there is none; a refusal when a guardrail or content filter stopped the model.
  */
 export function converseAnswer(
   request: GenerateRequest | JudgeRequest<unknown>,
@@ -113,21 +136,19 @@ export function converseAnswer(
   if (response.stopReason === 'guardrail_intervened' || response.stopReason === 'content_filtered')
     return { kind: 'refused', message: `${who} stopped with ${response.stopReason}`, usage };
   if (!isJudge(request)) return { kind: 'text', text: converseText(response), usage };
-  let answer: unknown;
-  if (toolUse) {
-    const toolUses = (response.output?.message?.content ?? []).flatMap((b) => (b.toolUse ? [b.toolUse] : []));
-    const toolUse = toolUses.find((t) => t.name === request.toolName) ?? toolUses[0];
-    if (!toolUse)
-      return {
-        kind: 'invalid-answer',
-        message: `${who} did not call tool ${request.toolName} (stopReason ${response.stopReason})`,
-        usage,
-      };
-    answer = toolUse.input;
-  } else answer = parseJsonAnswer(converseText(response));
   try {
-    return { kind: 'answer', value: checkAnswer(request, answer, usage, who), usage };
+    return { kind: 'answer', value: converseJudgeAnswer(request, response, who, toolUse), usage };
   } catch (error) {
-    return { kind: 'invalid-answer', message: (error as Error).message, usage };
+    if (!(error instanceof JudgeAnswerError)) throw error;
+    return { kind: 'invalid-answer', message: error.message, usage };
   }
 }
+
+/**
+ * A Converse response as a batch job writes it, held to more than on-demand needs: a line whose output
+ * has no message content or no stop reason is not an answer, and goes back to on-demand.
+ */
+export const BatchConverseResponse = ConverseResponse.refine(
+  (r) => r.stopReason !== undefined && (r.output?.message?.content?.length ?? 0) > 0,
+  'no stop reason or no message content',
+);
