@@ -141,7 +141,10 @@ describe('batch mode', () => {
     );
     const runs: string[] = [];
     const runner: BatchRunner = {
-      run: async (job) => (runs.push(job.jobName), { status: 'Completed', output: [] }),
+      run: async (job) => {
+        runs.push(job.jobName);
+        return { status: 'Completed', output: [] };
+      },
     };
 
     // Act
@@ -171,7 +174,12 @@ describe('batch mode', () => {
     const running: BatchRunner = { run: async () => ({ status: 'InProgress', output: [] }) };
     const runs: string[] = [];
     const local = new LocalBatchRunner(deps.store, async () => model);
-    const ending: BatchRunner = { run: (job) => (runs.push(job.jobName), local.run(job)) };
+    const ending: BatchRunner = {
+      run: (job) => {
+        runs.push(job.jobName);
+        return local.run(job);
+      },
+    };
     const prefill = (runner: BatchRunner) =>
       prefillStage({ runId, stage: 'induce', stageFunction: induce, shards, limits: LIMITS, runner }, deps);
 

@@ -4,7 +4,7 @@ import {
   type ConverseCommandInput,
   type ConverseCommandOutput,
 } from '@aws-sdk/client-bedrock-runtime';
-import { JudgeAnswerError, ModelConfigError, ModelRefusedError } from '../errors.js';
+import { ModelConfigError, ModelRefusedError } from '../errors.js';
 import { BEDROCK_CONFIG, BEDROCK_THROTTLED, BEDROCK_TRANSIENT, mapAwsError } from './aws-errors.js';
 import {
   type ConverseResponse,
