@@ -195,6 +195,56 @@ describe('batch mode', () => {
     ]);
   });
 
+  it('submits the very same job again after a crash mid-batch, paying on-demand only for the records the jobs failed', async () => {
+    // Prepare
+    const model = new FakeModel();
+    const setup = fakeDeps(model, { shardSize: 50 });
+    const deps = { ...setup.deps, cache: new CallCache(new FsStore(tempDir())) };
+    const body = texts(250)
+      .map((text, i) => JSON.stringify({ id: `c${i}`, text }))
+      .join('\n');
+    const { runId, shards } = await putAndSplit(deps, 'complaints.jsonl', body);
+    await dedupTexts({ runId }, deps);
+    const submits: { jobName: string; token: string; records: number }[] = [];
+    const local = new LocalBatchRunner(deps.store, async () => model, {
+      errorRecordIds: new Set([recordIdOf(0)]),
+    });
+    let crashed = false;
+    const crashing: BatchRunner = {
+      run: async (job) => {
+        submits.push({ jobName: job.jobName, token: job.token, records: job.calls.size });
+        // The second job is submitted, then the process dies before its answers are read.
+        if (submits.length === 2 && !crashed) {
+          crashed = true;
+          throw new Error('Lambda timed out');
+        }
+        return local.run(job);
+      },
+    };
+    const prefill = () =>
+      prefillStage(
+        { runId, stage: 'induce', stageFunction: induce, shards, limits: LIMITS, runner: crashing },
+        deps,
+      );
+    const failed = await prefill().catch((error: Error) => error);
+
+    // Act
+    const rerun = await prefill();
+
+    // Assess
+    expect(failed).toMatchObject({ message: 'Lambda timed out' });
+    expect(submits.map((s) => s.records)).toEqual([125, 125, 125]);
+    expect(submits[2]).toEqual(submits[1]);
+    expect(rerun.jobs.map((j) => [j.answered, j.errored])).toEqual([
+      [124, 1],
+      [124, 1],
+    ]);
+    expect(rerun.onDemand).toBe(0);
+    const before = model.calls.length;
+    for (const shard of shards) await induce({ runId, shard }, deps);
+    expect(model.calls.length - before).toBe(2);
+  });
+
   it('submits a job that ended only once: after a failed job, a rerun pays its records on-demand', async () => {
     // Prepare
     const model = new FakeModel();

@@ -119,26 +119,39 @@ export async function prefillStage(
   const calls = (await collectStageCalls(options.stageFunction, tasks, deps)).sort((a, b) =>
     a.key < b.key ? -1 : 1,
   );
-  const { jobs, onDemand } = chunkCalls(calls, limits.maxRecordsPerJob, limits.minRecordsPerJob);
-  const results = await mapLimit(jobs, limits.maxJobs, async (chunk) => {
-    const { jobName, token } = jobIdentity(
-      runId,
-      stage,
-      chunk.map((c) => c.key),
-    );
+  const { jobs, onDemand } = await planJobs(runId, stage, calls, limits, deps);
+  const byKey = new Map(calls.map((c) => [c.key, c]));
+  const results = await mapLimit(jobs, limits.maxJobs, async (keys) => {
+    // Named after the planned calls, so a rerun names, and submits, the very same job.
+    const { jobName, token } = jobIdentity(runId, stage, keys);
     const statsKey = batchKey(runId, stage, jobName, 'stats.json');
     const done = await store.tryGet(statsKey);
     if (done) return BatchStageStats.shape.jobs.element.parse(JSON.parse(done));
-    const input = batchInput(chunk);
     const inputKey = batchKey(runId, stage, jobName, 'input.jsonl');
-    await store.put(inputKey, input.jsonl, { intermediate: true });
+    const recordsKey = batchKey(runId, stage, jobName, 'records.json');
+    // The input is written once: a resubmit with the same token must carry the same records.
+    const written = await store.tryGet(recordsKey);
+    let records: Record<string, string>;
+    if (written === undefined) {
+      const input = batchInput(keys.flatMap((k) => byKey.get(k) ?? []));
+      records = Object.fromEntries([...input.calls].map(([recordId, call]) => [recordId, call.key]));
+      await store.put(inputKey, input.jsonl, { intermediate: true });
+      await store.put(recordsKey, JSON.stringify(records), { intermediate: true });
+    } else records = z.record(z.string(), z.string()).parse(JSON.parse(written));
+    // Only calls still unanswered are joined: one answered before a crash keeps its cached answer.
+    const open = new Map(
+      Object.entries(records).flatMap(([recordId, key]) => {
+        const call = byKey.get(key);
+        return call ? [[recordId, call] as const] : [];
+      }),
+    );
     const result = await runner.run({
       jobName,
       token,
       modelId: model.modelId,
       inputKey,
       outputPrefix: batchKey(runId, stage, jobName, 'output/'),
-      calls: input.calls,
+      calls: open,
     });
     const outcome = jobOutcome(result.status);
     // A job still running has not ended: keeping its stats would mean never reading its output.
@@ -146,7 +159,7 @@ export async function prefillStage(
     const lines: string[] = [];
     if (outcome === 'join') for await (const line of result.output) lines.push(line);
     // Named as on-demand names the model, so reject details read the same in both modes.
-    const join = joinBatchOutput(lines, input.calls, model.modelId);
+    const join = joinBatchOutput(lines, open, model.modelId);
     await cacheBatchAnswers(join, cache, jobName);
     let inputTokens = 0;
     let outputTokens = 0;
@@ -157,7 +170,7 @@ export async function prefillStage(
     const stats = {
       jobName,
       status: result.status,
-      records: chunk.length,
+      records: Object.keys(records).length,
       answered: join.answers.size,
       errored: join.errored.length,
       missing: join.missing.length,
@@ -168,5 +181,34 @@ export async function prefillStage(
     await store.put(statsKey, JSON.stringify(stats), { intermediate: true });
     return stats;
   });
-  return { stage, jobs: results, onDemand: onDemand.length };
+  return { stage, jobs: results, onDemand };
+}
+
+/** The jobs of a stage, once planned: which calls each job answers, by key. */
+const BatchPlan = z.object({ jobs: z.array(z.array(z.string())), onDemand: z.number().int() });
+
+/**
+ * The stage's jobs, as the keys of their calls: planned once, and kept, so a rerun after a crash submits
+ * the very same jobs (their names and tokens come from their calls) instead of cutting new ones from what
+ * is still unanswered, which would bill a job's calls twice. Calls no planned job takes, and those a job
+ * failed or left out, are paid on-demand when the stage runs.
+ */
+async function planJobs(
+  runId: string,
+  stage: ModelStage,
+  calls: readonly BatchCall[],
+  limits: BatchLimits,
+  deps: StageDeps,
+): Promise<{ jobs: string[][]; onDemand: number }> {
+  const key = `${runPrefix(runId)}/batch/${stage}/plan.json`;
+  const kept = await deps.store.tryGet(key);
+  if (kept === undefined) {
+    const planned = chunkCalls(calls, limits.maxRecordsPerJob, limits.minRecordsPerJob);
+    const jobs = planned.jobs.map((job) => job.map((c) => c.key));
+    await deps.store.put(key, JSON.stringify({ jobs, onDemand: planned.onDemand.length }), {
+      intermediate: true,
+    });
+    return { jobs, onDemand: planned.onDemand.length };
+  }
+  return BatchPlan.parse(JSON.parse(kept));
 }
