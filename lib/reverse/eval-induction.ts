@@ -1,11 +1,11 @@
 import { createReadStream } from 'node:fs';
 import { z } from 'zod';
 import type { PipelineConfig } from '../pipeline/config.js';
-import { InputError, JudgeAnswerError, ModelRefusedError, ModelRequestError } from '../pipeline/errors.js';
+import { InputError, JudgeAnswerError, ModelRequestError } from '../pipeline/errors.js';
 import { readJsonl } from '../pipeline/input.js';
-import { costOf, priceOf } from '../pipeline/ledger.js';
+import { priceOf } from '../pipeline/ledger.js';
 import { type CachedCall, type CallCache, callKey } from '../pipeline/models/call-cache.js';
-import { governedBy, identityOf, mapLimit } from '../pipeline/models/calls.js';
+import { callEntry, governedBy, identityOf, mapLimit, meterInto } from '../pipeline/models/calls.js';
 import type { GovernorPool } from '../pipeline/models/governor-pool.js';
 import type { GenerateRequest, JudgeRequest, ModelClient } from '../pipeline/models/model-client.js';
 import { inductionPromptFor, inductionRequest, inductionTemplate } from '../pipeline/prompts/induction.js';
@@ -323,7 +323,7 @@ function meteredCalls(model: ModelClient, config: PipelineConfig, deps: Evaluate
     retries: 0,
     throttled: 0,
   };
-  const price = priceOf(model.modelId, config);
+  const meter = meterInto(stats, priceOf(model.modelId, config));
   const governor = deps.governors?.get(model.spec, config);
   const modelIdentity = identityOf(model);
   const governed = governedBy(governor, stats);
@@ -342,17 +342,8 @@ function meteredCalls(model: ModelClient, config: PipelineConfig, deps: Evaluate
         return hit;
       }
     }
-    let entry: CachedCall;
-    try {
-      entry = await invoke();
-    } catch (error) {
-      if (!(error instanceof ModelRefusedError)) throw error;
-      entry = { kind: 'refused', message: error.message, usage: error.usage };
-    }
-    stats.calls++;
-    stats.inputTokens += entry.usage.inputTokens;
-    stats.outputTokens += entry.usage.outputTokens;
-    stats.costUsd += costOf(entry.usage, price);
+    const entry = await callEntry(invoke);
+    meter(entry.usage);
     if (cache && key) await cache.put(key, entry);
     return entry;
   };

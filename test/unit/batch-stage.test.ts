@@ -49,17 +49,25 @@ const STAGES: Record<ModelStage, (task: ShardTask, deps: StageDeps) => Promise<S
 };
 const LIMITS: BatchLimits = { minRecordsPerJob: 100, maxRecordsPerJob: 150, maxJobs: 2, priceFactor: 0.5 };
 
+/** `count` texts split into shards of `shardSize` with a call cache, their duplicates removed. */
+async function splitTexts(model: FakeModel, count: number, shardSize = 40) {
+  const setup = fakeDeps(model, { shardSize });
+  const deps = { ...setup.deps, cache: new CallCache(new FsStore(tempDir())) };
+  const body = texts(count)
+    .map((text, i) => JSON.stringify({ id: `c${i}`, text }))
+    .join('\n');
+  const { runId, shards } = await putAndSplit(deps, 'complaints.jsonl', body);
+  await dedupTexts({ runId }, deps);
+  return { ...setup, deps, runId, shards };
+}
+
 /**
  * Runs the stages in pipeline order over one input, each model stage over every shard; with a batch
  * runner, each model stage is first prefilled by batch jobs, as the batch workflow does.
  */
 async function runStages(model: FakeModel, runner?: (deps: StageDeps) => BatchRunner) {
-  const setup = fakeDeps(model, { shardSize: 40 });
-  const deps = { ...setup.deps, cache: new CallCache(new FsStore(tempDir())) };
-  const body = texts(320)
-    .map((text, i) => JSON.stringify({ id: `c${i}`, text }))
-    .join('\n');
-  const { runId, shards } = await putAndSplit(deps, 'complaints.jsonl', body);
+  const setup = await splitTexts(model, 320);
+  const { deps, runId, shards } = setup;
   const batch: Record<string, unknown> = {};
   const stage = async (name: ModelStage) => {
     if (runner)
@@ -69,7 +77,6 @@ async function runStages(model: FakeModel, runner?: (deps: StageDeps) => BatchRu
       );
     for (const shard of shards) await STAGES[name]({ runId, shard }, deps);
   };
-  await dedupTexts({ runId }, deps);
   await stage('induce');
   await dedupInstructions({ runId }, deps);
   for (const name of ['filter', 'respond', 'evaluate'] as const) await stage(name);
@@ -118,16 +125,8 @@ describe('batch mode', () => {
   it('keeps to on-demand a stage whose model is not a Bedrock Converse model', async () => {
     // Prepare
     const model = new FakeModel();
-    const setup = fakeDeps(model, { shardSize: 40 });
-    const deps = { ...setup.deps, cache: new CallCache(new FsStore(tempDir())) };
-    const { runId, shards } = await putAndSplit(
-      deps,
-      'c.jsonl',
-      texts(120)
-        .map((text, i) => JSON.stringify({ id: `c${i}`, text }))
-        .join('\n'),
-    );
-    await dedupTexts({ runId }, deps);
+    const setup = await splitTexts(model, 120);
+    const { deps, runId, shards } = setup;
     const config = JSON.parse(await setup.store.get(configKey(runId)));
     await setup.store.put(
       configKey(runId),
@@ -161,16 +160,8 @@ describe('batch mode', () => {
   it('keeps no stats of a job that has not ended, so its output is read once it has', async () => {
     // Prepare
     const model = new FakeModel();
-    const setup = fakeDeps(model, { shardSize: 40 });
-    const deps = { ...setup.deps, cache: new CallCache(new FsStore(tempDir())) };
-    const { runId, shards } = await putAndSplit(
-      deps,
-      'c.jsonl',
-      texts(120)
-        .map((text, i) => JSON.stringify({ id: `c${i}`, text }))
-        .join('\n'),
-    );
-    await dedupTexts({ runId }, deps);
+    const setup = await splitTexts(model, 120);
+    const { deps, runId, shards } = setup;
     const running: BatchRunner = { run: async () => ({ status: 'InProgress', output: [] }) };
     const runs: string[] = [];
     const local = new LocalBatchRunner(deps.store, async () => model);
@@ -198,13 +189,8 @@ describe('batch mode', () => {
   it('submits the very same job again after a crash mid-batch, paying on-demand only for the records the jobs failed', async () => {
     // Prepare
     const model = new FakeModel();
-    const setup = fakeDeps(model, { shardSize: 50 });
-    const deps = { ...setup.deps, cache: new CallCache(new FsStore(tempDir())) };
-    const body = texts(250)
-      .map((text, i) => JSON.stringify({ id: `c${i}`, text }))
-      .join('\n');
-    const { runId, shards } = await putAndSplit(deps, 'complaints.jsonl', body);
-    await dedupTexts({ runId }, deps);
+    const setup = await splitTexts(model, 250, 50);
+    const { deps, runId, shards } = setup;
     const submits: { jobName: string; token: string; records: number }[] = [];
     const local = new LocalBatchRunner(deps.store, async () => model, {
       errorRecordIds: new Set([recordIdOf(0)]),
@@ -248,13 +234,8 @@ describe('batch mode', () => {
   it('submits a job that ended only once: after a failed job, a rerun pays its records on-demand', async () => {
     // Prepare
     const model = new FakeModel();
-    const setup = fakeDeps(model, { shardSize: 40 });
-    const deps = { ...setup.deps, cache: new CallCache(new FsStore(tempDir())) };
-    const body = texts(120)
-      .map((text, i) => JSON.stringify({ id: `c${i}`, text }))
-      .join('\n');
-    const { runId, shards } = await putAndSplit(deps, 'complaints.jsonl', body);
-    await dedupTexts({ runId }, deps);
+    const setup = await splitTexts(model, 120, 40);
+    const { deps, runId, shards } = setup;
     const runs: string[] = [];
     const failing: BatchRunner = {
       run: async (job) => {

@@ -1,4 +1,6 @@
-import { ModelThrottledError } from '../errors.js';
+import { ModelRefusedError, ModelThrottledError } from '../errors.js';
+import { costOf } from '../ledger.js';
+import type { CachedCall } from './call-cache.js';
 import type { RateGovernor } from './governor.js';
 import type { GenerateRequest, ModelClient, Usage } from './model-client.js';
 
@@ -67,4 +69,27 @@ export async function mapLimit<T, R>(
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   if (failure) throw failure.error;
   return results;
+}
+
+/** Makes a call as the cache keeps it: a refusal (a content filter) is an answer too, with what it cost. */
+export async function callEntry(invoke: () => Promise<CachedCall>): Promise<CachedCall> {
+  try {
+    return await invoke();
+  } catch (error) {
+    if (!(error instanceof ModelRefusedError)) throw error;
+    return { kind: 'refused', message: error.message, usage: error.usage };
+  }
+}
+
+/** Counts a paid call into `stats`: one call, its tokens, and its dollars at `price`. */
+export function meterInto(
+  stats: { calls: number; inputTokens: number; outputTokens: number; costUsd: number },
+  price: { inputPer1k: number; outputPer1k: number },
+): (usage: Usage) => void {
+  return (usage) => {
+    stats.calls++;
+    stats.inputTokens += usage.inputTokens;
+    stats.outputTokens += usage.outputTokens;
+    stats.costUsd += costOf(usage, price);
+  };
 }

@@ -3,10 +3,10 @@ import { type PipelineConfig, parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
 import { JudgeAnswerError, ModelConfigError, ModelRefusedError, ModelRequestError } from '../errors.js';
 import { configKey, markerKey, shardKey, shardRejectsKey, shardStatsKey } from '../keys.js';
-import { costOf, emptyStats, priceOf } from '../ledger.js';
+import { emptyStats, priceOf } from '../ledger.js';
 import { type CachedCall, callKey } from '../models/call-cache.js';
-import { governedBy, identityOf, mapLimit } from '../models/calls.js';
-import type { GenerateRequest, JudgeRequest, ModelClient, Usage } from '../models/model-client.js';
+import { callEntry, governedBy, identityOf, mapLimit, meterInto } from '../models/calls.js';
+import type { GenerateRequest, JudgeRequest, ModelClient } from '../models/model-client.js';
 import { inductionTemplate } from '../prompts/induction.js';
 import { type PromptTemplate, templateFor, templateHash } from '../prompts/templates.js';
 import {
@@ -80,12 +80,7 @@ export async function runShardStage<I extends { id: string; source: string; line
   const hash = templateHash(template);
   const stats: StageStats = emptyStats();
   const price = priceOf(model.modelId, config);
-  const meter = (usage: Usage) => {
-    stats.calls++;
-    stats.inputTokens += usage.inputTokens;
-    stats.outputTokens += usage.outputTokens;
-    stats.costUsd += costOf(usage, price);
-  };
+  const meter = meterInto(stats, price);
   const modelIdentity = identityOf(model);
   const execution = RunMarker.parse(JSON.parse(await store.get(markerKey(runId)))).executionId;
   // Calls whose cost this attempt's stats hold, paid now or recovered from an attempt that failed.
@@ -117,13 +112,7 @@ export async function runShardStage<I extends { id: string; source: string; line
         throw new DeferredCall(key);
       }
     }
-    let entry: CachedCall;
-    try {
-      entry = await invoke();
-    } catch (error) {
-      if (!(error instanceof ModelRefusedError)) throw error;
-      entry = { kind: 'refused', message: error.message, usage: error.usage };
-    }
+    const entry = await callEntry(invoke);
     meter(entry.usage);
     if (cache && key) {
       counted.add(key);
