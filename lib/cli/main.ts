@@ -9,6 +9,7 @@ import {
   modelsOf,
   type PipelineConfigInput,
   parseConfig,
+  RUN_MODES,
 } from '../pipeline/config.js';
 import { InputError } from '../pipeline/errors.js';
 import { CallCache } from '../pipeline/models/call-cache.js';
@@ -53,6 +54,8 @@ Options:
   --shots <n>              how many examples --few-shot draws (default 4)
   --shard-size <n>         records per shard (default 50)
   --concurrency <n>        shards in flight at once (default 4)
+  --mode <mode>            on-demand (default), batch (Bedrock batch jobs, about half the price,
+                           within hours) or auto (batch for stages with many calls)
   --resume <runId>         continue a run in <dir> that stopped: finished stages are kept and
                            answered calls come from the cache (the run keeps its configuration)
   --cache-dir <dir>        where answered model calls are kept, shared by all runs
@@ -86,6 +89,13 @@ const positiveInt = (flag: string, value: string | undefined) => {
   return n;
 };
 
+const runMode = (value: string | undefined) => {
+  if (value === undefined) return undefined;
+  const mode = RUN_MODES.find((m) => m === value);
+  if (mode === undefined) throw new UsageError(`--mode takes ${RUN_MODES.join(', ')}, not "${value}"`);
+  return mode;
+};
+
 /** Builds the run's configuration: defaults, then the config file, then flags. */
 export async function configFrom(values: Record<string, string | boolean | undefined>) {
   const file: PipelineConfigInput =
@@ -117,6 +127,7 @@ export async function configFrom(values: Record<string, string | boolean | undef
     ...(fewShot ? { stages: { ...file.stages, induce: { ...file.stages?.induce, examples: fewShot } } } : {}),
     ...(str('shard-size') ? { shardSize: positiveInt('--shard-size', str('shard-size')) } : {}),
     ...(str('concurrency') ? { concurrency: positiveInt('--concurrency', str('concurrency')) } : {}),
+    ...(str('mode') ? { mode: runMode(str('mode')) } : {}),
   };
   return parseConfig(raw, typeof values.config === 'string' ? `config ${values.config}` : 'options');
 }
@@ -131,6 +142,16 @@ function progressPrinter(write: (line: string) => void) {
       write(`split     ${event.records} records -> ${event.shards} shards (run ${event.runId})`);
     } else if (event.type === 'stage') {
       if (event.stage === 'merge') return;
+      if (event.stage.startsWith('batch-')) {
+        const what =
+          event.stage === 'batch-plan'
+            ? `${event.records} jobs planned`
+            : event.stage === 'batch-join'
+              ? `${event.records} answers joined`
+              : 'submitted';
+        write(`batch     ${event.shard}: ${what} (${event.ms} ms)`);
+        return;
+      }
       if (event.stage.startsWith('dedup')) {
         write(`${event.stage.padEnd(9)} ${event.records} records go on (${event.ms} ms)`);
         return;
@@ -189,6 +210,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         'few-shot': { type: 'string' },
         shots: { type: 'string' },
         concurrency: { type: 'string' },
+        mode: { type: 'string' },
         resume: { type: 'string' },
         'cache-dir': { type: 'string' },
         'no-cache': { type: 'boolean' },
@@ -212,6 +234,10 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     if (values['no-cache'] && values['cache-dir'])
       throw new UsageError('--no-cache and --cache-dir exclude each other');
     const config = resume === undefined ? await configFrom(values) : await loadRunConfig(values.out, resume);
+    if (values['no-cache'] && config.mode !== 'on-demand')
+      throw new UsageError(
+        `--no-cache runs on-demand only: mode ${config.mode} puts batch answers in the call cache`,
+      );
     const input = positionals[0];
     if (input !== undefined && !(await stat(input).catch(() => undefined))?.isFile())
       throw new InputError(`${input}: no such file`);

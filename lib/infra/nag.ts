@@ -7,6 +7,7 @@ import {
   tuningManifestKey,
   tuningServingKey,
 } from '../tuning/schemas.js';
+import { BATCH_INPUT_KEYS, BATCH_JOB_ARNS, BATCH_OUTPUT_KEYS, BATCH_TOKEN_KEYS } from './batch-inference.js';
 import type { PipelineStack } from './pipeline-stack.js';
 import { bedrockModelArns } from './stage-function.js';
 
@@ -68,13 +69,7 @@ export function applyNagAcknowledgements(stack: PipelineStack): void {
       'nodejs22.x is pinned on purpose: the bundles target node22 and the code is tested on Node 20-22. ' +
         'Moving to nodejs24.x is a deliberate change with its own test run.',
     );
-    if (fn.modelSpecs.length > 0)
-      acknowledge(
-        fn.role,
-        wildcardResource(stack, stack.bucket.arnForObjects(`${CALL_CACHE_PREFIX}*`)),
-        'A model stage reads and writes answered model calls under cache/calls/<hash>, named by the sha256 ' +
-          'of each request, known only at run time; the grant is object-level Get/Put, no delete.',
-      );
+    if (fn.usesCallCache) acknowledgeCallCache(stack, fn.role);
     for (const spec of fn.modelSpecs)
       for (const arn of bedrockModelArns(spec).filter((a) => a.includes('*')))
         acknowledge(
@@ -83,9 +78,7 @@ export function applyNagAcknowledgements(stack: PipelineStack): void {
           spec.startsWith('ssm:')
             ? `${spec} names the model ReverseTuning recorded, known only when a run starts: the grant is ` +
                 "InvokeModel on this account's tuned models of that kind in this region."
-            : 'A cross-region inference profile sends each request to its foundation model in one of the ' +
-                "profile's regions, and Bedrock authorizes the model in that region; the profile ARN itself is " +
-                'scoped to this account and region, and the model is this one model id.',
+            : PROFILE_REASON,
         );
   }
   acknowledge(
@@ -95,6 +88,7 @@ export function applyNagAcknowledgements(stack: PipelineStack): void {
   );
 
   applyTuningAcknowledgements(stack);
+  applyBatchAcknowledgements(stack);
 
   const machine = stack.pipeline.stateMachine;
   acknowledge(
@@ -111,6 +105,107 @@ export function applyNagAcknowledgements(stack: PipelineStack): void {
         'stage function and nothing else.',
     );
   }
+}
+
+const PROFILE_REASON =
+  'A cross-region inference profile sends each request to its foundation model in one of the ' +
+  "profile's regions, and Bedrock authorizes the model in that region; the profile ARN itself is " +
+  'scoped to this account and region, and the model is this one model id.';
+
+const acknowledgeCallCache = (stack: PipelineStack, role: IConstruct) =>
+  acknowledge(
+    role,
+    wildcardResource(stack, stack.bucket.arnForObjects(`${CALL_CACHE_PREFIX}*`)),
+    'A model stage reads and writes answered model calls under cache/calls/<hash>, named by the sha256 ' +
+      'of each request, known only at run time; the grant is object-level Get/Put, no delete.',
+  );
+
+/** The findings BatchInference keeps on purpose: jobs, runs and task tokens named only at run time. */
+function applyBatchAcknowledgements(stack: PipelineStack): void {
+  const batch = stack.batch;
+  if (!batch) return;
+  const tokens = wildcardResource(stack, stack.bucket.arnForObjects(BATCH_TOKEN_KEYS));
+  for (const fn of Object.values(batch.functions))
+    acknowledge(
+      fn.function,
+      'AwsSolutions-L1',
+      'nodejs22.x is pinned on purpose, as for the pipeline stages: the bundles target node22.',
+    );
+
+  const submit = batch.functions.batch;
+  acknowledge(
+    submit.role,
+    'AwsSolutions-IAM5[Resource::*]',
+    'Lambda active tracing (xray:PutTraceSegments, xray:PutTelemetryRecords) and ' +
+      'bedrock:ListModelInvocationJobs support no resource-level permissions; the listing finds a job by ' +
+      'name after a lost submit response, and reads job summaries only.',
+  );
+  acknowledge(
+    submit.role,
+    wildcardResource(stack, stack.bucket.arnForObjects(runPrefix('*'))),
+    "The batch step reads a stage's shards and writes its job inputs, plans and stats under runs/<runId>/, " +
+      'and run ids are known only at run time; object-level Get/Put/PutTagging/AbortMultipartUpload, no delete.',
+  );
+  if (submit.usesCallCache)
+    acknowledge(
+      submit.role,
+      wildcardResource(stack, stack.bucket.arnForObjects(`${CALL_CACHE_PREFIX}*`)),
+      'The batch step looks up the calls the cache already answers and puts the answers of a job under ' +
+        'cache/calls/<hash>, named by the sha256 of each request at run time; object-level Get/Put, no delete.',
+    );
+  acknowledge(
+    submit.role,
+    tokens,
+    'The batch step keeps the task token of each submitted job under batch-jobs/<jobName>.json, named ' +
+      'when the job is planned; object-level Put only.',
+  );
+  acknowledge(
+    submit.role,
+    wildcardResource(stack, BATCH_JOB_ARNS),
+    'Batch inference jobs are named per run and stage when a run plans them, and their ARNs carry an id ' +
+      "Bedrock assigns on creation: the grant is this account and region's jobs, for create, get and stop.",
+  );
+  for (const arn of batch.modelArns.filter((a) => a.includes('*')))
+    acknowledge(submit.role, wildcardResource(stack, arn), PROFILE_REASON);
+
+  const callback = batch.functions['batch-callback'];
+  acknowledge(
+    callback.role,
+    'AwsSolutions-IAM5[Resource::*]',
+    'Lambda active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords support no resource-level ' +
+      'permissions.',
+  );
+  acknowledge(
+    callback.role,
+    tokens,
+    'The callback reads the task token of the job an event names, known only when the event arrives; read-only.',
+  );
+
+  acknowledge(
+    batch.serviceRole,
+    wildcardResource(stack, stack.bucket.arnForObjects(BATCH_INPUT_KEYS)),
+    "Bedrock reads a job's input, runs/<runId>/batch/<stage>/<jobName>/input.jsonl, named at run time; " +
+      'read-only, and no other object of the run.',
+  );
+  acknowledge(
+    batch.serviceRole,
+    wildcardResource(stack, stack.bucket.arnForObjects(BATCH_OUTPUT_KEYS)),
+    "Bedrock writes a job's results under batch-output/<runId>/<stage>/<jobName>/, named at run " +
+      'time; object-level Put only.',
+  );
+  acknowledge(
+    submit.role,
+    wildcardResource(stack, stack.bucket.arnForObjects(BATCH_OUTPUT_KEYS)),
+    "The batch step joins a job's results, which Bedrock writes under batch-output/<runId>/<stage>/<jobName>/ " +
+      'at run time; read-only.',
+  );
+
+  acknowledge(
+    stack.pipeline.stateMachine.role,
+    wildcardResource(stack, `${submit.function.functionArn}:*`),
+    "LambdaInvoke grants the batch step's function and its qualified versions (<arn>:*); this stack's own " +
+      'function and nothing else.',
+  );
 }
 
 /** The Bedrock resource ARN pattern of one kind in this account and region, as the stack writes it. */

@@ -3,6 +3,7 @@ import { Match, Rule } from 'aws-cdk-lib/aws-events';
 import { SfnStateMachine } from 'aws-cdk-lib/aws-events-targets';
 import { BlockPublicAccess, Bucket, BucketEncryption, type CfnBucket } from 'aws-cdk-lib/aws-s3';
 import type { Construct } from 'constructs';
+import { BATCH_OUTPUT_PREFIX, BATCH_TOKENS_PREFIX } from '../pipeline/batch/batch-service.js';
 import type { PipelineConfig } from '../pipeline/config.js';
 import { ConfigError } from '../pipeline/errors.js';
 import { INCOMING_PREFIX } from '../pipeline/keys.js';
@@ -10,9 +11,16 @@ import { MODEL_STAGES } from '../pipeline/schemas.js';
 import { INTERMEDIATE_TAG } from '../pipeline/store/s3-store.js';
 import { tuningFormatOf } from '../reverse/formats.js';
 import { servingFor } from '../tuning/prepare.js';
+import { BatchInference } from './batch-inference.js';
 import { PipelineStateMachine } from './pipeline-state-machine.js';
 import { ReverseTuning } from './reverse-tuning.js';
 import { FUNCTION_STAGES, type FunctionStage, StageFunction } from './stage-function.js';
+
+/**
+ * How long a batch job's task-token record is kept: well past the longest job (168 h) and its wait, so the
+ * callback finds it, and short enough that records of finished runs do not pile up.
+ */
+const BATCH_TOKEN_DAYS = 30;
 
 /** The largest configuration a run takes, as JSON: well inside Split's 256 KB payload. */
 export const MAX_CONFIG_BYTES = 64_000;
@@ -78,6 +86,7 @@ export function stackConfigProblems(
 /**
  * The serverless pipeline: an upload under `incoming/` in the bucket starts, through EventBridge,
  * a Step Functions run of the seven stage functions; everything a run writes lands under `runs/`.
+ * In modes `batch` and `auto`, BatchInference sends model stages' calls as Bedrock batch jobs first.
  * An upload under `tuning/incoming/` starts ReverseTuning, which tunes an induction model.
  */
 export class PipelineStack extends Stack {
@@ -89,6 +98,8 @@ export class PipelineStack extends Stack {
   readonly pipeline: PipelineStateMachine;
   /** The workflow that tunes an induction model (stage 0). */
   readonly tuning: ReverseTuning;
+  /** Bedrock batch inference; only in modes `batch` and `auto`. */
+  readonly batch?: BatchInference;
 
   constructor(scope: Construct, id: string, props: PipelineStackProps) {
     super(scope, id, props);
@@ -98,6 +109,7 @@ export class PipelineStack extends Stack {
     if (problems.length > 0) {
       throw new ConfigError(`${id}: cannot synthesize:\n- ${problems.join('\n- ')}`);
     }
+    const batchMode = config.mode !== 'on-demand';
 
     this.bucket = new Bucket(this, 'Bucket', {
       blockPublicAccess: BlockPublicAccess.BLOCK_ALL,
@@ -109,6 +121,17 @@ export class PipelineStack extends Stack {
           tagFilters: { [INTERMEDIATE_TAG.key]: INTERMEDIATE_TAG.value },
           expiration: Duration.days(14),
         },
+        ...(batchMode
+          ? [
+              {
+                id: 'expire-batch-tokens',
+                prefix: BATCH_TOKENS_PREFIX,
+                expiration: Duration.days(BATCH_TOKEN_DAYS),
+              },
+              // Bedrock cannot tag the outputs it writes: they expire by prefix, as intermediate objects do.
+              { id: 'expire-batch-output', prefix: BATCH_OUTPUT_PREFIX, expiration: Duration.days(14) },
+            ]
+          : []),
         { id: 'abort-incomplete-uploads', abortIncompleteMultipartUploadAfter: Duration.days(7) },
       ],
       removalPolicy: RemovalPolicy.RETAIN,
@@ -143,6 +166,8 @@ export class PipelineStack extends Stack {
     );
     this.functions = functions;
 
+    if (batchMode) this.batch = new BatchInference(this, 'BatchInference', { bucket: this.bucket, config });
+
     this.pipeline = new PipelineStateMachine(this, 'Pipeline', {
       functions: {
         split: functions.split.function,
@@ -154,7 +179,9 @@ export class PipelineStack extends Stack {
         merge: functions.merge.function,
       },
       config,
+      batchFunction: this.batch?.functions.batch.function,
     });
+    this.batch?.allowTaskResponse(this.pipeline.stateMachine);
 
     new Rule(this, 'InputUploaded', {
       description: `Starts a pipeline run for each object created under ${INCOMING_PREFIX}`,
@@ -179,5 +206,6 @@ export class PipelineStack extends Stack {
     new CfnOutput(this, 'ReverseTuningArn', { value: this.tuning.stateMachine.stateMachineArn });
     new CfnOutput(this, 'InduceModelParameter', { value: this.tuning.parameterName });
     new CfnOutput(this, 'StateMachineArn', { value: this.pipeline.stateMachine.stateMachineArn });
+    if (this.batch) new CfnOutput(this, 'BatchRoleArn', { value: this.batch.serviceRole.roleArn });
   }
 }

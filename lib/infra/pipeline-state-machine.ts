@@ -2,10 +2,12 @@ import { Duration, Names, RemovalPolicy } from 'aws-cdk-lib';
 import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import {
+  Chain,
   Choice,
   Condition,
   DefinitionBody,
   Fail,
+  IntegrationPattern,
   JitterType,
   JsonPath,
   LogLevel,
@@ -20,6 +22,7 @@ import {
 import { LambdaInvoke } from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import type { PipelineConfig } from '../pipeline/config.js';
+import type { ModelStage } from '../pipeline/schemas.js';
 import type { FunctionStage } from './stage-function.js';
 
 /** Properties of a PipelineStateMachine. */
@@ -28,6 +31,8 @@ export interface PipelineStateMachineProps {
   readonly functions: Readonly<Record<FunctionStage, IFunction>>;
   /** The pipeline configuration: passed to Split, and `concurrency` is the Map's MaxConcurrency. */
   readonly config: PipelineConfig;
+  /** The batch function (plan, submit, join), needed in modes `batch` and `auto`. */
+  readonly batchFunction?: IFunction;
 }
 
 /** Every task gets the Lambda maximum; the local engine's 60 s default is too short for a model stage. */
@@ -152,15 +157,140 @@ export class PipelineStateMachine extends Construct {
       });
 
     const induceCatch = catchStates('Induce');
-    const judgeCatch = catchStates('Judge');
     const induceShards = shardMap('InduceShards', '$.texts.shards', '$.induceResults').itemProcessor(
       modelTask('Induce', functions.induce, induceCatch),
     );
-    const judgeShards = shardMap('JudgeShards', '$.instructions.shards', '$.shardResults').itemProcessor(
-      modelTask('Filter', functions.filter, judgeCatch)
-        .next(modelTask('Respond', functions.respond, judgeCatch))
-        .next(modelTask('Evaluate', functions.evaluate, judgeCatch)),
-    );
+
+    const { batchFunction } = props;
+    const batchMode = props.config.mode !== 'on-demand';
+    if (batchMode && !batchFunction)
+      throw new Error(`mode ${props.config.mode} needs the batch function: pass batchFunction`);
+    /**
+     * Batch mode's steps before a model stage: `PlanX` writes the stage's jobs, the `XJobs` Map submits each
+     * (at most `batch.maxJobs` at once) and waits on a task token, without paying for the wait, until the
+     * job's state-change event releases it, then `JoinXJob` puts its answers into the call cache. Whatever
+     * a job did not answer, and a whole stage whose batch steps failed, is paid on-demand by the stage.
+     */
+    const batchSteps = (stage: ModelStage, shardsPath: string) => {
+      const name = stage[0]?.toUpperCase() + stage.slice(1);
+      const fn = batchFunction as IFunction;
+      const batchTask = (stateId: string, payload: Record<string, unknown>, resultPath: string) =>
+        new LambdaInvoke(this, stateId, {
+          lambdaFunction: fn,
+          payload: TaskInput.fromObject(payload),
+          resultSelector: { 'value.$': '$.Payload' },
+          resultPath,
+          taskTimeout: Timeout.duration(TASK_TIMEOUT),
+          retryOnServiceExceptions: true,
+        }).addRetry({
+          ...storeRetry,
+          errors: [...storeRetry.errors, 'ModelTransientError', 'States.Timeout'],
+        });
+      // Where the stage goes on, its calls answered by jobs or not: what no job answered is paid on-demand.
+      const batchDone = new Pass(this, `${name}BatchDone`);
+      const plan = batchTask(
+        `Plan${name}`,
+        {
+          action: 'plan',
+          runId: JsonPath.stringAt('$.runId'),
+          stage,
+          shards: JsonPath.listAt(shardsPath),
+        },
+        '$.batchPlan',
+      ).addCatch(batchDone, { errors: ['States.ALL'], resultPath: '$.batchError' });
+      const ids = { runId: JsonPath.stringAt('$.runId'), stage, jobName: JsonPath.stringAt('$.jobName') };
+      const join = batchTask(`Join${name}Job`, { action: 'join', ...ids }, '$.stats');
+      const submit = new LambdaInvoke(this, `Submit${name}Job`, {
+        lambdaFunction: fn,
+        integrationPattern: IntegrationPattern.WAIT_FOR_TASK_TOKEN,
+        payload: TaskInput.fromObject({ action: 'submit', ...ids, taskToken: JsonPath.taskToken }),
+        resultPath: '$.end',
+        // Bedrock expires a job that has not run within its timeout; a wait that outlives that is stopped.
+        taskTimeout: Timeout.duration(Duration.hours(props.config.batch.timeoutHours * 2)),
+      })
+        // A quota of jobs in flight per model (shared with other runs) clears as jobs end: minutes.
+        .addRetry({
+          errors: ['ModelThrottledError'],
+          interval: Duration.minutes(1),
+          backoffRate: 2,
+          maxAttempts: 10,
+          maxDelay: Duration.minutes(15),
+          jitterStrategy: JitterType.FULL,
+        })
+        .addRetry({
+          errors: ['ModelTransientError', 'StoreTransientError', 'Lambda.TooManyRequestsException'],
+          interval: Duration.seconds(2),
+          backoffRate: 2,
+          maxAttempts: 4,
+          jitterStrategy: JitterType.FULL,
+        })
+        // Already ended, refused, or waited on too long: join what there is; the rest goes on-demand.
+        .addCatch(join, { errors: ['States.ALL'], resultPath: '$.submitError' });
+      const jobDone = new Pass(this, `${name}JobDone`);
+      const jobs = new MapState(this, `${name}Jobs`, {
+        itemsPath: '$.batchPlan.value.jobs',
+        itemSelector: {
+          runId: JsonPath.stringAt('$.runId'),
+          jobName: JsonPath.stringAt('$$.Map.Item.Value'),
+        },
+        maxConcurrency: props.config.batch.maxJobs,
+        resultPath: JsonPath.DISCARD,
+      }).itemProcessor(
+        submit
+          .next(join.addCatch(jobDone, { errors: ['States.ALL'], resultPath: '$.joinError' }))
+          .next(jobDone),
+      );
+      return Chain.start(plan).next(jobs).next(batchDone);
+    };
+
+    /**
+     * A judge stage's Map over the outcomes of the stage before: a shard that failed there stays failed
+     * (its failure is passed on to Merge), the others run the stage.
+     */
+    const judgeMap = (stage: 'respond' | 'evaluate', itemsPath: string, resultPath: string) => {
+      const name = stage[0]?.toUpperCase() + stage.slice(1);
+      return new MapState(this, `${name}Shards`, {
+        itemsPath,
+        itemSelector: {
+          runId: JsonPath.stringAt('$.runId'),
+          shard: JsonPath.stringAt('$$.Map.Item.Value.shard'),
+          previous: JsonPath.objectAt('$$.Map.Item.Value'),
+        },
+        maxConcurrency: props.config.concurrency,
+        resultPath,
+      }).itemProcessor(
+        new Choice(this, `${name}FailedBefore`, { stateName: `${name}FailedBefore?` })
+          .when(
+            Condition.isPresent('$.previous.failed'),
+            new Pass(this, `${name}Skipped`, { outputPath: '$.previous' }),
+          )
+          .otherwise(modelTask(name, functions[stage], catchStates(name))),
+      );
+    };
+
+    let judgeStages: Chain | MapState;
+    if (!batchMode) {
+      const judgeCatch = catchStates('Judge');
+      judgeStages = shardMap('JudgeShards', '$.instructions.shards', '$.shardResults').itemProcessor(
+        modelTask('Filter', functions.filter, judgeCatch)
+          .next(modelTask('Respond', functions.respond, judgeCatch))
+          .next(modelTask('Evaluate', functions.evaluate, judgeCatch)),
+      );
+    } else {
+      const filter = batchSteps('filter', '$.instructions.shards');
+      const respond = batchSteps('respond', '$.filterResults');
+      const evaluate = batchSteps('evaluate', '$.respondResults');
+      judgeStages = filter
+        .next(
+          shardMap('FilterShards', '$.instructions.shards', '$.filterResults').itemProcessor(
+            modelTask('Filter', functions.filter, catchStates('Filter')),
+          ),
+        )
+        .next(respond)
+        .next(judgeMap('respond', '$.filterResults', '$.respondResults'))
+        .next(evaluate)
+        .next(judgeMap('evaluate', '$.respondResults', '$.shardResults'));
+    }
 
     const merge = new LambdaInvoke(this, 'Merge', {
       lambdaFunction: functions.merge,
@@ -176,10 +306,13 @@ export class PipelineStateMachine extends Construct {
     const duplicate = new Choice(this, 'DuplicateEvent', { stateName: 'DuplicateEvent?' })
       .when(Condition.booleanEquals('$.duplicate', true), new Succeed(this, 'AlreadyStarted'))
       .otherwise(
-        dedupTask('DedupTexts', 'text', '$.texts')
+        (batchMode
+          ? dedupTask('DedupTexts', 'text', '$.texts').next(batchSteps('induce', '$.texts.shards'))
+          : dedupTask('DedupTexts', 'text', '$.texts')
+        )
           .next(induceShards)
           .next(dedupTask('DedupInstructions', 'instruction', '$.instructions'))
-          .next(judgeShards)
+          .next(judgeStages)
           .next(merge),
       );
 

@@ -19,6 +19,10 @@ export type FunctionStage = (typeof FUNCTION_STAGES)[number];
 export const TUNING_STAGES = ['prepare-tuning', 'serve-model', 'record-model'] as const;
 /** One of TUNING_STAGES. */
 export type TuningStage = (typeof TUNING_STAGES)[number];
+/** The functions of Bedrock batch inference: `batch` plans, submits and joins jobs; `batch-callback` ends their waits. */
+export const BATCH_STAGES = ['batch', 'batch-callback'] as const;
+/** One of BATCH_STAGES. */
+export type BatchStage = (typeof BATCH_STAGES)[number];
 
 /**
  * What a tuned model can be invoked as: ReverseTuning writes one of these ARNs of this account and
@@ -83,7 +87,7 @@ export function bedrockModelArns(spec: string): string[] {
 /** Properties of a StageFunction. */
 export interface StageFunctionProps {
   /** The stage this function runs; picks the entry `lambdas/<stage>.ts` and sets `STAGE`. */
-  readonly stage: FunctionStage | TuningStage;
+  readonly stage: FunctionStage | TuningStage | BatchStage;
   /** The run bucket: a pipeline stage reads and writes `runs/*`. */
   readonly bucket: IBucket;
   /**
@@ -123,8 +127,9 @@ export class StageFunction extends Construct {
   /** The function's log group. */
   readonly logGroup: LogGroup;
   /** The stage this function runs. */
-  readonly stage: FunctionStage | TuningStage;
+  readonly stage: FunctionStage | TuningStage | BatchStage;
   private readonly granted: string[] = [];
+  private callCache = false;
 
   constructor(scope: Construct, id: string, props: StageFunctionProps) {
     super(scope, id);
@@ -188,12 +193,7 @@ export class StageFunction extends Construct {
   allowModels(modelSpecs: readonly string[], bucket: IBucket): void {
     const arns = [...new Set(modelSpecs.flatMap(bedrockModelArns))];
     this.granted.push(...modelSpecs);
-    this.role.addToPrincipalPolicy(
-      new PolicyStatement({
-        actions: ['s3:GetObject', 's3:PutObject'],
-        resources: [bucket.arnForObjects(`${CALL_CACHE_PREFIX}*`)],
-      }),
-    );
+    this.allowCallCache(bucket);
     if (arns.length > 0)
       this.role.addToPrincipalPolicy(
         new PolicyStatement({ actions: ['bedrock:InvokeModel'], resources: arns }),
@@ -203,6 +203,26 @@ export class StageFunction extends Construct {
       this.role.addToPrincipalPolicy(
         new PolicyStatement({ actions: ['sagemaker:InvokeEndpoint'], resources: endpoints }),
       );
+  }
+
+  /**
+   * Lets the function read and write answered model calls under `cache/calls/`, without invoking any model:
+   * `allowModels` grants it too, and the `batch` function, which puts batch answers there, needs only this.
+   */
+  allowCallCache(bucket: IBucket): void {
+    if (this.callCache) return;
+    this.callCache = true;
+    this.role.addToPrincipalPolicy(
+      new PolicyStatement({
+        actions: ['s3:GetObject', 's3:PutObject'],
+        resources: [bucket.arnForObjects(`${CALL_CACHE_PREFIX}*`)],
+      }),
+    );
+  }
+
+  /** Whether the function may read and write the call cache. */
+  get usesCallCache(): boolean {
+    return this.callCache;
   }
 
   /** Lets the function read the SSM parameters that `ssm:` model specs name. */

@@ -1,3 +1,4 @@
+import * as batch from '../../lambdas/batch.js';
 import * as dedup from '../../lambdas/dedup.js';
 import * as evaluate from '../../lambdas/evaluate.js';
 import * as filter from '../../lambdas/filter.js';
@@ -22,7 +23,11 @@ export const STAGE_HANDLERS: Readonly<Record<string, HandlerModule>> = {
   respond,
   evaluate,
   merge,
+  batch,
 };
+
+/** Functions of the stack that no state of the pipeline definition invokes: EventBridge calls them. */
+export const EVENT_HANDLED_STAGES: ReadonlySet<string> = new Set(['batch-callback']);
 
 type TuningHandlerModule = { createHandler(deps: () => TuningDeps): (event: unknown) => Promise<unknown> };
 

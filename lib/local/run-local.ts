@@ -2,6 +2,8 @@ import './polyfill.js';
 import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { StateMachine } from 'aws-local-stepfunctions';
+import type { BatchService } from '../pipeline/batch/batch-service.js';
+import { LocalBatchService } from '../pipeline/batch/local-batch.js';
 import { type PipelineConfig, parseConfig } from '../pipeline/config.js';
 import type { StageDeps } from '../pipeline/deps.js';
 import { InputError, LocalEngineError } from '../pipeline/errors.js';
@@ -15,7 +17,7 @@ import { runIdFor } from '../pipeline/records.js';
 import { MergeResult, MODEL_STAGES, type ModelStage, RunMarker, SplitResult } from '../pipeline/schemas.js';
 import { FsStore } from '../pipeline/store/fs-store.js';
 import { LOCAL_ENV } from './definition.js';
-import { STAGE_HANDLERS, TUNING_HANDLERS } from './handlers.js';
+import { EVENT_HANDLED_STAGES, STAGE_HANDLERS, TUNING_HANDLERS } from './handlers.js';
 import { synthesizePipeline } from './synth.js';
 
 /** What the local engine reports while it runs. */
@@ -56,6 +58,8 @@ export interface LocalRunOptions {
   readonly onProgress?: (event: ProgressEvent) => void;
   /** Milliseconds to wait before each retry instead of the definition's intervals (tests). */
   readonly retryIntervalMs?: number;
+  /** Runs batch jobs in modes `batch` and `auto`; default the emulator, answering with the stage's model. */
+  readonly batch?: BatchService;
 }
 
 /** Where a local run's outputs went, and their counts. */
@@ -73,14 +77,20 @@ export interface LocalRunResult {
 
 type Json = Record<string, unknown>;
 
-/** Every Task state that invokes Lambda, inside Maps and Parallels too. */
-function lambdaTaskStates(states: Json, into: string[] = []): string[] {
+/** Every Task state that invokes Lambda, inside Maps and Parallels too; only those waiting for a task token with `waiting`. */
+function lambdaTaskStates(states: Json, into: string[] = [], waiting = false): string[] {
   for (const [name, state] of Object.entries(states) as [string, Json][]) {
-    if (state.Type === 'Task' && String(state.Resource).includes(':lambda:invoke')) into.push(name);
+    const resource = String(state.Resource);
+    if (
+      state.Type === 'Task' &&
+      resource.includes(':lambda:invoke') &&
+      (!waiting || resource.endsWith('.waitForTaskToken'))
+    )
+      into.push(name);
     const processor = (state.ItemProcessor ?? state.Iterator) as Json | undefined;
-    if (processor) lambdaTaskStates(processor.States as Json, into);
+    if (processor) lambdaTaskStates(processor.States as Json, into, waiting);
     for (const branch of (state.Branches as Json[] | undefined) ?? [])
-      lambdaTaskStates(branch.States as Json, into);
+      lambdaTaskStates(branch.States as Json, into, waiting);
   }
   return into;
 }
@@ -102,6 +112,8 @@ export interface LocalExecutionOptions {
   readonly onProgress?: (event: ProgressEvent) => void;
   /** Milliseconds to wait before each retry instead of the definition's intervals (tests). */
   readonly retryIntervalMs?: number;
+  /** Runs batch jobs; default the emulator, answering with the stage's model. */
+  readonly batch?: BatchService;
 }
 
 /**
@@ -115,10 +127,18 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
   const { definition, functions } = synthesizePipeline(options.config);
   const handlers = new Map<string, (event: unknown) => Promise<unknown>>();
   const governors = options.governors ?? new GovernorPool({ sharedByShards: true });
+  // Batch jobs run on the emulator, answered by the stage's own model: the same pairs as on-demand.
+  const batch =
+    options.batch ??
+    new LocalBatchService(store, async (job) =>
+      registry.get(
+        parseConfig(JSON.parse(await store.get(configKey(job.runId))), 'run config').models[job.stage],
+      ),
+    );
   for (const [arn, fn] of functions) {
     const module = STAGE_HANDLERS[fn.stage];
     if (!module) {
-      if (fn.stage in TUNING_HANDLERS) continue;
+      if (fn.stage in TUNING_HANDLERS || EVENT_HANDLED_STAGES.has(fn.stage)) continue;
       throw new LocalEngineError(`no handler module for stage ${fn.stage}`);
     }
     const deps: StageDeps = {
@@ -127,6 +147,7 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
       cache: options.cache,
       governors,
       parameters: options.parameters ?? new StoreParameterStore(store),
+      batch,
     };
     handlers.set(
       arn,
@@ -156,10 +177,14 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
     if (!fn || !handler)
       throw new LocalEngineError(`the definition invokes an unknown function ${FunctionName}`);
     const started = Date.now();
-    const shard = (Payload as { shard?: string }).shard ?? '';
-    // One dedup function serves both passes; progress names the pass.
-    const field = (Payload as { field?: string }).field;
-    const stage = fn.stage === 'dedup' ? `dedup-${field}s` : fn.stage;
+    // One dedup function serves both passes, and one batch function three steps; progress names which.
+    const { field, action, jobName } = Payload as { field?: string; action?: string; jobName?: string };
+    const shard =
+      fn.stage === 'batch'
+        ? [(Payload as { stage?: string }).stage, jobName].filter(Boolean).join(' ')
+        : ((Payload as { shard?: string }).shard ?? '');
+    const stage =
+      fn.stage === 'dedup' ? `dedup-${field}s` : fn.stage === 'batch' ? `batch-${action}` : fn.stage;
     try {
       const result = await handler(Payload);
       if (fn.stage === 'split') {
@@ -170,7 +195,7 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
           type: 'stage',
           stage,
           shard,
-          records: (result as { records?: number }).records ?? 0,
+          records: batchCount(result) ?? (result as { records?: number }).records ?? 0,
           ms: Date.now() - started,
         });
       return { StatusCode: 200, Payload: result } as never;
@@ -186,11 +211,20 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
   };
 
   const taskStates = lambdaTaskStates(definition.States as Json);
+  const waitStates = new Set(lambdaTaskStates(definition.States as Json, [], true));
   const executionId = `arn:${LOCAL_ENV.partition}:states:${LOCAL_ENV.region}:${LOCAL_ENV.account}:execution:SaferInstruct:${options.executionName}`;
   const machine = new StateMachine(definition as never, { validationOptions: { checkArn: false } });
   const execution = machine.run(options.input as never, {
     overrides: {
-      taskResourceLocalHandlers: Object.fromEntries(taskStates.map((name) => [name, invoke])),
+      // A task that waits for a token gets the callback's output; the emulator's submit returns it at once.
+      taskResourceLocalHandlers: Object.fromEntries(
+        taskStates.map((name) => [
+          name,
+          waitStates.has(name)
+            ? async (request: unknown) => ((await invoke(request)) as { Payload: never }).Payload
+            : invoke,
+        ]),
+      ),
       ...(options.retryIntervalMs === undefined
         ? {}
         : {
@@ -206,6 +240,8 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
         Input: options.input as never,
         StartTime: new Date().toISOString(),
       },
+      // What `$$.Task.Token` reads: locally nothing waits on it, the emulated job has ended at submit.
+      Task: { Token: `local:${options.executionName}` },
     },
   });
   return (await execution.result.catch(async (error: unknown) => {
@@ -216,6 +252,13 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
     throw fatal ?? error;
   })) as Json;
 }
+
+/** What a batch step's progress counts: the jobs a plan made, or the answers a join put in the cache. */
+const batchCount = (result: unknown): number | undefined => {
+  const r = result as { jobs?: unknown; answered?: unknown };
+  if (Array.isArray(r.jobs)) return r.jobs.length;
+  return typeof r.answered === 'number' ? r.answered : undefined;
+};
 
 /** The frozen configuration of a run in `outDir`; an InputError when there is no such run. */
 export async function loadRunConfig(outDir: string, runId: string): Promise<PipelineConfig> {
@@ -253,6 +296,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
       executionName: start.executionName,
       onProgress: options.onProgress,
       retryIntervalMs: options.retryIntervalMs,
+      batch: options.batch,
     });
     if (output.duplicate === true) {
       const runId = String(output.runId);

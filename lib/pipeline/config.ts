@@ -114,6 +114,41 @@ export const TuningConfig = z.strictObject({
 });
 export type TuningConfig = z.infer<typeof TuningConfig>;
 
+/** The modes model calls run in: one request each, Bedrock batch jobs, or batch where a stage is large enough. */
+export const RUN_MODES = ['on-demand', 'batch', 'auto'] as const;
+
+/**
+ * Bedrock batch inference (modes `batch` and `auto`): a model stage's calls go out as batch jobs at about
+ * half the on-demand price; what a job cannot answer is paid on-demand. The job bounds are the model's
+ * quotas in Service Quotas.
+ */
+export const BatchConfig = z
+  .strictObject({
+    /** The fewest records Bedrock takes in one job (a quota per model, commonly 100). */
+    minRecordsPerJob: z.number().int().min(1).default(100),
+    /** The most records in one job (a quota per model, about 50,000). */
+    maxRecordsPerJob: z.number().int().min(1).max(1_000_000).default(50_000),
+    /** Batch jobs of one stage submitted or running at once (the per-model quota of jobs in flight). */
+    maxJobs: z.number().int().min(1).max(40).default(10),
+    /**
+     * Mode `auto` batches a stage only when it has at least this many calls to make: below it the hours
+     * a job can wait are not worth the savings.
+     */
+    autoMinRecords: z.number().int().min(1).default(1000),
+    /** Batch prices as a fraction of on-demand ones, for models whose `prices` entry gives no batch price. */
+    priceFactor: z.number().gt(0).max(1).default(0.5),
+    /** Hours Bedrock lets a job wait and run before it expires (24-168). */
+    timeoutHours: z.number().int().min(24).max(168).default(24),
+  })
+  .refine(
+    (b) => b.minRecordsPerJob <= b.maxRecordsPerJob,
+    'minRecordsPerJob must not exceed maxRecordsPerJob',
+  );
+export type BatchConfig = z.infer<typeof BatchConfig>;
+
+/** A Standard execution holds 25,000 events; a shard costs about 36 in the batch workflow. */
+export const BATCH_MAX_SHARDS = 600;
+
 /** The pipeline configuration: models, limits and prompts. Criteria and prompts are data. */
 export const PipelineConfig = z
   .strictObject({
@@ -137,6 +172,13 @@ export const PipelineConfig = z
       .prefault({}),
     quality: QualityConfig.prefault({}),
     tuning: TuningConfig.prefault({}),
+    /**
+     * `on-demand`: every model call is a request of its own. `batch`: each model stage first sends its
+     * calls as Bedrock batch jobs (at about half the price, within hours), then pays on-demand for what the
+     * jobs left out. `auto`: batch for a stage with at least `batch.autoMinRecords` calls, on-demand below.
+     */
+    mode: z.enum(RUN_MODES).default('on-demand'),
+    batch: BatchConfig.prefault({}),
     /** Records per shard; raised automatically so a run has at most `maxShards` shards. */
     shardSize: z.number().int().min(1).max(100_000).default(50),
     /**
@@ -197,11 +239,24 @@ export const PipelineConfig = z
     prices: z
       .record(
         z.string(),
-        z.strictObject({ inputPer1k: z.number().nonnegative(), outputPer1k: z.number().nonnegative() }),
+        z.strictObject({
+          inputPer1k: z.number().nonnegative(),
+          outputPer1k: z.number().nonnegative(),
+          /** Batch prices; default the on-demand ones times `batch.priceFactor`. */
+          batchInputPer1k: z.number().nonnegative().optional(),
+          batchOutputPer1k: z.number().nonnegative().optional(),
+        }),
       )
       .default({}),
   })
   .superRefine((config, ctx) => {
+    // Three judge Maps instead of one and a batch chain per stage cost about 12 more history events a shard.
+    if (config.mode !== 'on-demand' && config.maxShards > BATCH_MAX_SHARDS)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['maxShards'],
+        message: `at most ${BATCH_MAX_SHARDS} in mode ${config.mode}: its workflow has more steps per shard`,
+      });
     for (const [spec, limit] of Object.entries(config.limits))
       if (limit.maxConcurrency !== undefined && limit.maxConcurrency < config.concurrency)
         ctx.addIssue({

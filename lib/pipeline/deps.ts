@@ -1,5 +1,9 @@
+import { BedrockClient } from '@aws-sdk/client-bedrock';
 import { S3Client } from '@aws-sdk/client-s3';
+import type { BatchService } from './batch/batch-service.js';
+import { BedrockBatchService } from './batch/bedrock-batch.js';
 import { loadEnv } from './env.js';
+import { ConfigError } from './errors.js';
 import { CallCache } from './models/call-cache.js';
 import { GovernorPool } from './models/governor-pool.js';
 import type { GenerateRequest, JudgeRequest, ModelClient } from './models/model-client.js';
@@ -20,6 +24,8 @@ export interface StageDeps {
   readonly now?: () => Date;
   /** Where `ssm:` model specs are read when a run starts; absent, such specs are an error. */
   readonly parameters?: ParameterStore;
+  /** Runs batch jobs (modes `batch` and `auto`): Bedrock in AWS, the emulator locally. */
+  readonly batch?: BatchService;
   /**
    * Collects, instead of making, the calls the cache cannot answer, for a batch job: a stage run with it
    * pays nothing and writes nothing. Absent, calls are made on-demand.
@@ -49,3 +55,23 @@ export const defaultDeps = (): StageDeps => {
   }
   return processDeps;
 };
+
+let batchDeps: StageDeps | undefined;
+
+/** The dependencies of the batch function's process: the stage ones, and Bedrock batch jobs run under the role CDK made for them. */
+export const defaultBatchDeps = (): StageDeps => {
+  batchDeps ??= batchDepsFrom(loadEnv(), defaultDeps());
+  return batchDeps;
+};
+
+function batchDepsFrom(env: ReturnType<typeof loadEnv>, base: StageDeps): StageDeps {
+  if (!env.BATCH_ROLE_ARN)
+    throw new ConfigError('the batch function needs BATCH_ROLE_ARN: the role Bedrock runs batch jobs under');
+  const batch = new BedrockBatchService({
+    bedrock: new BedrockClient({}),
+    store: base.store,
+    bucket: env.BUCKET_NAME,
+    roleArn: env.BATCH_ROLE_ARN,
+  });
+  return { ...base, batch };
+}

@@ -7,6 +7,8 @@ export const Env = z.object({
   BUCKET_NAME: z.string().min(1),
   /** Which stage this function runs; the local engine maps functions to handler modules by it. */
   STAGE: z.string().optional(),
+  /** The role Bedrock runs batch inference jobs as; set on the `batch` function only. */
+  BATCH_ROLE_ARN: z.string().min(1).optional(),
 });
 export type Env = z.infer<typeof Env>;
 
@@ -19,5 +21,5 @@ export function loadEnv(src: Record<string, string | undefined> = process.env): 
   );
 }
 
-/** The environment variable names CDK sets on every stage function. */
-export const ENV_KEYS = { bucket: 'BUCKET_NAME', stage: 'STAGE' } as const;
+/** The environment variable names CDK sets: bucket and stage on every stage function, batchRole on `batch`. */
+export const ENV_KEYS = { bucket: 'BUCKET_NAME', stage: 'STAGE', batchRole: 'BATCH_ROLE_ARN' } as const;

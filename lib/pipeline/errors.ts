@@ -81,3 +81,13 @@ export class StoreKeyMissingError extends Error {
 export class ModelRequestError extends Error {
   override name = 'ModelRequestError';
 }
+
+/** Bedrock refused a batch job for good (bad input, no access, unsupported model): its records go on-demand. */
+export class BatchSubmitError extends Error {
+  override name = 'BatchSubmitError';
+}
+
+/** A batch job had already ended when the workflow submitted it again: nothing will release the wait, so join it now. */
+export class BatchJobEndedError extends Error {
+  override name = 'BatchJobEndedError';
+}

@@ -27,6 +27,19 @@ export function priceOf(modelId: string, config: Pick<PipelineConfig, 'prices'>)
   );
 }
 
+/**
+ * The batch price of a model: the config's batch prices, else its on-demand price times
+ * `batch.priceFactor` (Bedrock bills batch inference at about half the on-demand price).
+ */
+export function batchPriceOf(modelId: string, config: Pick<PipelineConfig, 'prices' | 'batch'>) {
+  const price = priceOf(modelId, config);
+  const configured = config.prices[modelId];
+  return {
+    inputPer1k: configured?.batchInputPer1k ?? price.inputPer1k * config.batch.priceFactor,
+    outputPer1k: configured?.batchOutputPer1k ?? price.outputPer1k * config.batch.priceFactor,
+  };
+}
+
 /** The dollars a call cost. */
 export function costOf(usage: Usage, price: { inputPer1k: number; outputPer1k: number }): number {
   return (usage.inputTokens * price.inputPer1k + usage.outputTokens * price.outputPer1k) / 1000;

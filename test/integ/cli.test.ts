@@ -161,6 +161,8 @@ describe('safer-instruct run with bad arguments', () => {
       ['run', fixture, '--out', 'o', '--no-cache', '--cache-dir', 'c'],
       /--no-cache and --cache-dir exclude each other/,
     ],
+    [['run', fixture, '--out', 'o', '--mode', 'cheap'], /--mode takes on-demand, batch, auto, not "cheap"/],
+    [['run', '--resume', 'r-1', '--out', 'o', '--mode', 'batch'], /drop --mode/],
   ])('explains usage for %j', async (args, message) => {
     const result = await cli(...args);
 

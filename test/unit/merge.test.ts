@@ -1,10 +1,16 @@
 import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
+import {
+  type BatchJobStats,
+  type BatchPlan,
+  batchKey,
+  batchPlanKey,
+} from '../../lib/pipeline/batch/batch-service.js';
 import { AccountingError } from '../../lib/pipeline/errors.js';
 import { EXPORT_FORMATS } from '../../lib/pipeline/export/formats.js';
 import { readParquetRows } from '../../lib/pipeline/export/parquet.js';
 import { outputKey, shardKey } from '../../lib/pipeline/keys.js';
-import type { Pair, Reject } from '../../lib/pipeline/schemas.js';
+import { MODEL_STAGES, type Pair, type Reject, type StageStats } from '../../lib/pipeline/schemas.js';
 import { evaluate } from '../../lib/pipeline/stages/evaluate.js';
 import { filter } from '../../lib/pipeline/stages/filter.js';
 import { induce } from '../../lib/pipeline/stages/induce.js';
@@ -102,6 +108,200 @@ describe('merge', () => {
 
     expect(await store.tryGet(outputKey(runId, 'rejects.jsonl'))).toBeUndefined();
     expect(await store.tryGet(outputKey(runId, 'pairs.jsonl'))).toBeUndefined();
+  });
+});
+
+describe('merge batch figures', () => {
+  /** A run of three complete shards whose fake model costs $1 in and $2 out per 1,000 tokens on-demand. */
+  async function prepareRun(mode: 'on-demand' | 'batch') {
+    const setup = fakeDeps(undefined, {
+      shardSize: 2,
+      mode,
+      prices: { 'bedrock:fake': { inputPer1k: 1, outputPer1k: 2 } },
+    });
+    const { runId, shards } = await putAndSplit(setup.deps, 'posts.jsonl', body);
+    await dedupTexts({ runId }, setup.deps);
+    for (const shard of shards) await induce({ runId, shard }, setup.deps);
+    await dedupInstructions({ runId }, setup.deps);
+    for (const shard of shards)
+      for (const stage of [filter, respond, evaluate]) await stage({ runId, shard }, setup.deps);
+    return { ...setup, runId };
+  }
+
+  const jobStats = (jobName: string, figures: Omit<BatchJobStats, 'jobName' | 'status'>): BatchJobStats => ({
+    jobName,
+    status: 'Completed',
+    ...figures,
+  });
+
+  /** What the model stages paid on-demand, summed from the shard stats in the report. */
+  const paidOnDemand = (stages: Record<string, StageStats>) =>
+    MODEL_STAGES.map((s) => stages[s] as StageStats).reduce(
+      (sum, s) => ({
+        calls: sum.calls + s.calls,
+        inputTokens: sum.inputTokens + s.inputTokens,
+        outputTokens: sum.outputTokens + s.outputTokens,
+        costUsd: sum.costUsd + s.costUsd,
+      }),
+      { calls: 0, inputTokens: 0, outputTokens: 0, costUsd: 0 },
+    );
+
+  it('reports batch jobs per stage and under modes, beside what the stages paid on-demand', async () => {
+    // Prepare
+    const { store, deps, runId } = await prepareRun('batch');
+    const induceJob = jobStats('induce-a', {
+      records: 100,
+      answered: 97,
+      errored: 2,
+      missing: 1,
+      inputTokens: 12_000,
+      outputTokens: 3_000,
+      costUsd: 0.45,
+    });
+    const filterJob = jobStats('filter-a', {
+      records: 120,
+      answered: 120,
+      errored: 0,
+      missing: 0,
+      inputTokens: 30_000,
+      outputTokens: 2_400,
+      costUsd: 0.27,
+    });
+    const plans: BatchPlan[] = [
+      {
+        stage: 'induce',
+        mode: 'batch',
+        calls: 205,
+        onDemand: 5,
+        jobs: [
+          { jobName: 'induce-a', records: 100 },
+          { jobName: 'induce-b', records: 100 },
+        ],
+      },
+      {
+        stage: 'filter',
+        mode: 'batch',
+        calls: 120,
+        onDemand: 0,
+        jobs: [{ jobName: 'filter-a', records: 120 }],
+      },
+      { stage: 'respond', mode: 'on-demand', reason: 'too few calls', calls: 4, onDemand: 4, jobs: [] },
+    ];
+    for (const plan of plans) await store.put(batchPlanKey(runId, plan.stage), JSON.stringify(plan));
+    await store.put(batchKey(runId, 'induce', 'induce-a', 'stats.json'), JSON.stringify(induceJob));
+    await store.put(batchKey(runId, 'filter', 'filter-a', 'stats.json'), JSON.stringify(filterJob));
+
+    // Act
+    await merge({ runId }, deps);
+
+    // Assess
+    const report = JSON.parse(await store.get(outputKey(runId, 'report.json')));
+    expect(report.mode).toBe('batch');
+    // Two jobs ended (induce-b has no stats yet): 100 + 120 records, 97 + 120 answered, $0.45 + $0.27.
+    expect(report.modes.batch).toEqual({
+      jobs: 2,
+      records: 220,
+      calls: 217,
+      errored: 2,
+      missing: 1,
+      inputTokens: 42_000,
+      outputTokens: 5_400,
+      costUsd: expect.closeTo(0.72, 10),
+    });
+    expect(report.modes['on-demand']).toEqual(paidOnDemand(report.stages));
+    expect(report.modes['on-demand'].costUsd).toBeGreaterThan(0);
+    expect(report.batch).toEqual({
+      induce: { mode: 'batch', calls: 205, onDemand: 5, jobs: [induceJob], jobsWithoutStats: 1 },
+      filter: { mode: 'batch', calls: 120, onDemand: 0, jobs: [filterJob], jobsWithoutStats: 0 },
+      respond: {
+        mode: 'on-demand',
+        reason: 'too few calls',
+        calls: 4,
+        onDemand: 4,
+        jobs: [],
+        jobsWithoutStats: 0,
+      },
+    });
+    expect(MODEL_STAGES.map((s) => report.stages[s].batchCostUsd)).toEqual([0.45, 0.27, 0, 0]);
+    expect(await store.get(outputKey(runId, 'README.md'))).toContain(runId);
+  });
+
+  it('adds the batch cost to the run total and leaves the shard stats as paid on-demand', async () => {
+    // Prepare
+    const { store, deps, runId } = await prepareRun('batch');
+    await merge({ runId }, deps);
+    const before = JSON.parse(await store.get(outputKey(runId, 'report.json')));
+    const plan: BatchPlan = {
+      stage: 'evaluate',
+      mode: 'batch',
+      calls: 150,
+      onDemand: 0,
+      jobs: [{ jobName: 'evaluate-a', records: 150 }],
+    };
+    const job = jobStats('evaluate-a', {
+      records: 150,
+      answered: 150,
+      errored: 0,
+      missing: 0,
+      inputTokens: 60_000,
+      outputTokens: 6_000,
+      costUsd: 0.36,
+    });
+    await store.put(batchPlanKey(runId, 'evaluate'), JSON.stringify(plan));
+    await store.put(batchKey(runId, 'evaluate', 'evaluate-a', 'stats.json'), JSON.stringify(job));
+
+    // Act
+    await merge({ runId }, deps);
+
+    // Assess
+    const report = JSON.parse(await store.get(outputKey(runId, 'report.json')));
+    const shardCost = Object.values(report.stages as Record<string, StageStats>).reduce(
+      (sum, s) => sum + s.costUsd,
+      0,
+    );
+    expect(report.totals.costUsd).toBeCloseTo(shardCost + 0.36, 10);
+    expect(report.stages.evaluate).toEqual({ ...before.stages.evaluate, batchCostUsd: 0.36 });
+    expect(report.totals.calls).toBe(before.totals.calls);
+    expect(report.totals.costUsd).toBeCloseTo(before.totals.costUsd + 0.36, 10);
+  });
+
+  it('reports zero batch figures when no stage was planned for batch', async () => {
+    // Prepare
+    const { store, deps, runId } = await prepareRun('on-demand');
+
+    // Act
+    await merge({ runId }, deps);
+
+    // Assess
+    const report = JSON.parse(await store.get(outputKey(runId, 'report.json')));
+    expect(report.mode).toBe('on-demand');
+    expect(report.modes.batch).toEqual({
+      jobs: 0,
+      records: 0,
+      calls: 0,
+      errored: 0,
+      missing: 0,
+      inputTokens: 0,
+      outputTokens: 0,
+      costUsd: 0,
+    });
+    expect(report.batch).toEqual({});
+    expect(report.modes['on-demand']).toEqual(paidOnDemand(report.stages));
+    expect(MODEL_STAGES.map((s) => report.stages[s].batchCostUsd)).toEqual([0, 0, 0, 0]);
+    expect(report.totals.costUsd).toBeCloseTo(report.modes['on-demand'].costUsd, 10);
+  });
+
+  it('fails with an AccountingError naming a batch plan it cannot read', async () => {
+    // Prepare
+    const { store, deps, runId } = await prepareRun('batch');
+    await store.put(batchPlanKey(runId, 'respond'), JSON.stringify({ jobs: [['key-1']], onDemand: 0 }));
+
+    // Act
+    const act = merge({ runId }, deps);
+
+    // Assess
+    await expect(act).rejects.toThrow(AccountingError);
+    await expect(merge({ runId }, deps)).rejects.toThrow(/batch\/respond\/plan\.json is unreadable/);
   });
 });
 

@@ -1,14 +1,18 @@
+import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { type PipelineConfig, parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
-import { ModelConfigError, ModelTransientError } from '../errors.js';
-import { configKey, runPrefix } from '../keys.js';
-import { costOf, priceOf } from '../ledger.js';
+import { BatchJobEndedError, BatchSubmitError, ModelConfigError } from '../errors.js';
+import { configKey } from '../keys.js';
+import { batchPriceOf, costOf } from '../ledger.js';
 import { mapLimit } from '../models/calls.js';
-import { parseModelSpec } from '../models/registry.js';
-import type { ModelStage, ShardResult, ShardTask } from '../schemas.js';
+import { ModelStage, ShardOutcome, type ShardResult, type ShardTask } from '../schemas.js';
+import { evaluate } from '../stages/evaluate.js';
+import { filter } from '../stages/filter.js';
+import { induce } from '../stages/induce.js';
+import { respond } from '../stages/respond.js';
+import type { Store } from '../store/store.js';
 import {
-  BATCH_JOB_STATUSES,
   type BatchCall,
   batchInput,
   chunkCalls,
@@ -16,199 +20,330 @@ import {
   jobOutcome,
   joinBatchOutput,
 } from './batch-job.js';
+import {
+  type BatchJobEnd,
+  BatchJobSpec,
+  type BatchJobState,
+  BatchJobStats,
+  BatchPlan,
+  type BatchService,
+  batchKey,
+  batchOutputPrefix,
+  batchPlanKey,
+  ENDED_STATUSES,
+} from './batch-service.js';
 import { cacheBatchAnswers, collectStageCalls } from './prefill.js';
 
-/** One batch job to run: where its input is, where its output goes, and the calls behind its records. */
-export interface BatchJobSpec {
-  readonly jobName: string;
-  /** The idempotency token: a retried submit of the same job starts no second billed job. */
-  readonly token: string;
-  readonly modelId: string;
-  readonly inputKey: string;
-  readonly outputPrefix: string;
-  readonly calls: ReadonlyMap<string, BatchCall>;
+/** The shard function of each model stage: run in collect mode, it lists the calls a batch job can answer. */
+const STAGE_FUNCTIONS: Record<ModelStage, (task: ShardTask, deps: StageDeps) => Promise<ShardResult>> = {
+  induce,
+  filter,
+  respond,
+  evaluate,
+};
+
+/** The batch step's payload: plan a stage's jobs, submit one job, or join one job's output. */
+export const BatchTask = z.discriminatedUnion('action', [
+  z.object({
+    action: z.literal('plan'),
+    runId: z.string().min(1),
+    stage: ModelStage,
+    /** The stage's shards: ids, or the outcomes of the stage before (failed shards are left out). */
+    shards: z.array(z.union([z.string(), ShardOutcome])),
+  }),
+  z.object({
+    action: z.literal('submit'),
+    runId: z.string().min(1),
+    stage: ModelStage,
+    jobName: z.string().min(1),
+    taskToken: z.string().min(1),
+  }),
+  z.object({
+    action: z.literal('join'),
+    runId: z.string().min(1),
+    stage: ModelStage,
+    jobName: z.string().min(1),
+  }),
+]);
+export type BatchTask = z.infer<typeof BatchTask>;
+
+/** What planning returns to the workflow: the jobs to submit, by name (the plan itself stays in the store). */
+export interface PlanResult {
+  readonly stage: ModelStage;
+  readonly mode: BatchPlan['mode'];
+  readonly jobs: string[];
+  readonly onDemand: number;
 }
 
-/** How a job ended, and the lines of the `.jsonl.out` it wrote (none when it failed). */
-export interface BatchJobResult {
-  readonly status: (typeof BATCH_JOB_STATUSES)[number];
-  readonly output: Iterable<string> | AsyncIterable<string>;
+/** A job's records, kept as `records.json`: the call behind each record id, and the shards that ask them. */
+const JobRecords = z.object({ shards: z.array(z.string()), records: z.record(z.string(), z.string()) });
+
+/** The batch step: one entry for the workflow's three batch states. */
+export async function batchStep(
+  task: BatchTask,
+  deps: StageDeps,
+): Promise<PlanResult | BatchJobEnd | BatchJobStats> {
+  if (task.action === 'plan') return planBatch(task, deps);
+  if (task.action === 'submit') return submitBatchJob(task, deps);
+  return joinBatchJob(task, deps);
 }
 
-/** Runs batch jobs: Bedrock in AWS, the local emulator here; either way without paying for idle waiting. */
-export interface BatchRunner {
-  run(job: BatchJobSpec): Promise<BatchJobResult>;
+const serviceOf = (deps: StageDeps): BatchService => {
+  if (!deps.batch)
+    throw new ModelConfigError('batch mode needs a batch service (Bedrock in AWS, the emulator locally)');
+  return deps.batch;
+};
+
+async function runConfig(store: Store, runId: string): Promise<PipelineConfig> {
+  return parseConfig(JSON.parse(await store.get(configKey(runId))), `run ${runId} config`);
 }
-
-/** The limits of batch jobs, from the model's quotas. */
-export interface BatchLimits {
-  /** The fewest records Bedrock takes in one job (a quota per model, commonly 100). */
-  readonly minRecordsPerJob: number;
-  /** The most records in one job (about 50,000). */
-  readonly maxRecordsPerJob: number;
-  /** Jobs submitted or running at once for one model. */
-  readonly maxJobs: number;
-  /** Batch prices as a fraction of on-demand ones. */
-  readonly priceFactor: number;
-}
-
-/** What one stage's batch jobs did: the figures the report shows under mode `batch`. */
-export const BatchStageStats = z.object({
-  stage: z.string(),
-  jobs: z.array(
-    z.object({
-      jobName: z.string(),
-      status: z.enum(BATCH_JOB_STATUSES),
-      records: z.number().int(),
-      answered: z.number().int(),
-      errored: z.number().int(),
-      missing: z.number().int(),
-      inputTokens: z.number().int(),
-      outputTokens: z.number().int(),
-      costUsd: z.number(),
-    }),
-  ),
-  /** Calls too few for a job of their own, left to on-demand. */
-  onDemand: z.number().int(),
-});
-export type BatchStageStats = z.infer<typeof BatchStageStats>;
-
-/** Where a stage's batch job keeps its input, output and stats, by job name. */
-export const batchKey = (runId: string, stage: ModelStage, jobName: string, file: string) =>
-  `${runPrefix(runId)}/batch/${stage}/${jobName}/${file}`;
-
-type StageFunction = (task: ShardTask, deps: StageDeps) => Promise<ShardResult>;
 
 /**
- * Prefills a model stage over all of a run's shards with batch jobs: collects the calls the cache
- * cannot answer, writes them as jobs of at most `maxRecordsPerJob`, runs at most `maxJobs` at once, and
- * puts each answer into the call cache. A job that failed, stopped or expired, and any record it left out
- * or failed, simply stays a cache miss: the stage pays for it on-demand when it runs. A job is named
- * after its calls and keeps its stats when it ends, so a rerun never submits the same calls again.
+ * Plans a model stage's batch jobs, once: collects the calls the cache cannot answer over the stage's
+ * shards, cuts them into jobs within the per-job quota, and writes each job's input, records and spec.
+ * The plan is written last and kept, so a rerun after a crash plans nothing new and submits the very same
+ * jobs (named and tokened after their calls). A stage whose model cannot batch here, or (mode `auto`) with
+ * fewer calls than `batch.autoMinRecords`, is planned as on-demand, with the reason.
  */
-export async function prefillStage(
-  options: {
-    readonly runId: string;
-    readonly stage: ModelStage;
-    readonly stageFunction: StageFunction;
-    readonly shards: readonly string[];
-    readonly limits: BatchLimits;
-    readonly runner: BatchRunner;
-  },
+export async function planBatch(
+  task: { runId: string; stage: ModelStage; shards: readonly (string | ShardOutcome)[] },
   deps: StageDeps,
-): Promise<BatchStageStats> {
-  const { runId, stage, limits, runner } = options;
-  const { store, cache } = deps;
-  if (!cache) throw new ModelConfigError('batch mode needs the call cache: its answers are put there');
-  const config: PipelineConfig = parseConfig(
-    JSON.parse(await store.get(configKey(runId))),
-    `run ${runId} config`,
-  );
-  // Batch jobs are Bedrock's, in Converse form: any other provider, or a custom model called through
-  // InvokeModel with a raw prompt, answers a different request and stays on-demand.
-  if (parseModelSpec(config.models[stage]).provider !== 'bedrock') return { stage, jobs: [], onDemand: 0 };
-  const model = await deps.models.get(config.models[stage]);
-  const price = priceOf(model.modelId, config);
-  const batchPrice = {
-    inputPer1k: price.inputPer1k * limits.priceFactor,
-    outputPer1k: price.outputPer1k * limits.priceFactor,
-  };
+): Promise<PlanResult> {
+  const { runId, stage } = task;
+  const { store } = deps;
+  const result = (plan: BatchPlan): PlanResult => ({
+    stage,
+    mode: plan.mode,
+    jobs: plan.jobs.map((j) => j.jobName),
+    onDemand: plan.onDemand,
+  });
+  const kept = await store.tryGet(batchPlanKey(runId, stage));
+  if (kept !== undefined) return result(BatchPlan.parse(JSON.parse(kept)));
 
-  const tasks = options.shards.map((shard) => ({ runId, shard }));
+  const service = serviceOf(deps);
+  if (!deps.cache) throw new ModelConfigError('batch mode needs the call cache: batch answers are put there');
+  const config = await runConfig(store, runId);
+  const shards = task.shards.flatMap((s) => (typeof s === 'string' ? [s] : 'failed' in s ? [] : [s.shard]));
+  const spec = config.models[stage];
+  const onDemand = async (calls: number, reason: string) => {
+    const plan: BatchPlan = { stage, mode: 'on-demand', reason, calls, jobs: [], onDemand: calls };
+    await store.put(batchPlanKey(runId, stage), JSON.stringify(plan), { intermediate: true });
+    return result(plan);
+  };
+  if (!service.accepts(spec)) return onDemand(0, `${spec} cannot run as a batch job here`);
+
   // Sorted: the same calls must make the same jobs, whatever order their records were read in.
-  const calls = (await collectStageCalls(options.stageFunction, tasks, deps)).sort((a, b) =>
-    a.key < b.key ? -1 : 1,
-  );
-  const { jobs, onDemand } = await planJobs(runId, stage, calls, limits, deps);
-  const byKey = new Map(calls.map((c) => [c.key, c]));
-  const results = await mapLimit(jobs, limits.maxJobs, async (keys) => {
-    // Named after the planned calls, so a rerun names, and submits, the very same job.
-    const { jobName, token } = jobIdentity(runId, stage, keys);
-    const statsKey = batchKey(runId, stage, jobName, 'stats.json');
-    const done = await store.tryGet(statsKey);
-    if (done) return BatchStageStats.shape.jobs.element.parse(JSON.parse(done));
-    const inputKey = batchKey(runId, stage, jobName, 'input.jsonl');
-    const recordsKey = batchKey(runId, stage, jobName, 'records.json');
-    // The input is written once: a resubmit with the same token must carry the same records.
-    const written = await store.tryGet(recordsKey);
-    let records: Record<string, string>;
-    if (written === undefined) {
-      const input = batchInput(keys.flatMap((k) => byKey.get(k) ?? []));
-      records = Object.fromEntries([...input.calls].map(([recordId, call]) => [recordId, call.key]));
-      await store.put(inputKey, input.jsonl, { intermediate: true });
-      await store.put(recordsKey, JSON.stringify(records), { intermediate: true });
-    } else records = z.record(z.string(), z.string()).parse(JSON.parse(written));
-    // Only calls still unanswered are joined: one answered before a crash keeps its cached answer.
-    const open = new Map(
-      Object.entries(records).flatMap(([recordId, key]) => {
-        const call = byKey.get(key);
-        return call ? [[recordId, call] as const] : [];
-      }),
+  const calls = (
+    await collectStageCalls(
+      STAGE_FUNCTIONS[stage],
+      shards.map((shard) => ({ runId, shard })),
+      deps,
+    )
+  ).sort((a, b) => (a.key < b.key ? -1 : 1));
+  const { batch } = config;
+  if (config.mode === 'auto' && calls.length < batch.autoMinRecords)
+    return onDemand(
+      calls.length,
+      `${calls.length} calls, below batch.autoMinRecords (${batch.autoMinRecords})`,
     );
-    const result = await runner.run({
+  const chunked = chunkCalls(calls, batch.maxRecordsPerJob, batch.minRecordsPerJob);
+  if (chunked.jobs.length === 0)
+    return onDemand(
+      calls.length,
+      `${calls.length} calls, below the ${batch.minRecordsPerJob} records a job needs (batch.minRecordsPerJob)`,
+    );
+
+  const model = await deps.models.get(spec);
+  const jobs: BatchPlan['jobs'] = [];
+  for (const jobCalls of chunked.jobs) {
+    // Two stacks of one account may run the same upload: the scope keeps their job names apart.
+    const { jobName, token } = jobIdentity(
+      `${service.scope}/${runId}`,
+      stage,
+      jobCalls.map((c) => c.key),
+    );
+    const input = batchInput(jobCalls);
+    const key = (file: string) => batchKey(runId, stage, jobName, file);
+    const records = Object.fromEntries([...input.calls].map(([recordId, call]) => [recordId, call.key]));
+    const jobShards = [...new Set(jobCalls.map((c) => c.shard))].sort();
+    const job: BatchJobSpec = {
+      runId,
+      stage,
       jobName,
       token,
       modelId: model.modelId,
-      inputKey,
-      outputPrefix: batchKey(runId, stage, jobName, 'output/'),
-      calls: open,
-    });
-    const outcome = jobOutcome(result.status);
-    // A job still running has not ended: keeping its stats would mean never reading its output.
-    if (outcome === 'wait') throw new ModelTransientError(`batch job ${jobName} is still ${result.status}`);
-    const lines: string[] = [];
-    if (outcome === 'join') for await (const line of result.output) lines.push(line);
-    // Named as on-demand names the model, so reject details read the same in both modes.
-    const join = joinBatchOutput(lines, open, model.modelId);
-    await cacheBatchAnswers(join, cache, jobName);
-    let inputTokens = 0;
-    let outputTokens = 0;
-    for (const entry of join.answers.values()) {
-      inputTokens += entry.usage.inputTokens;
-      outputTokens += entry.usage.outputTokens;
-    }
-    const stats = {
-      jobName,
-      status: result.status,
-      records: Object.keys(records).length,
-      answered: join.answers.size,
-      errored: join.errored.length,
-      missing: join.missing.length,
-      inputTokens,
-      outputTokens,
-      costUsd: costOf({ inputTokens, outputTokens }, batchPrice),
+      inputKey: key('input.jsonl'),
+      outputPrefix: batchOutputPrefix(runId, stage, jobName),
+      timeoutHours: batch.timeoutHours,
     };
-    await store.put(statsKey, JSON.stringify(stats), { intermediate: true });
-    return stats;
-  });
-  return { stage, jobs: results, onDemand };
-}
-
-/** The jobs of a stage, once planned: which calls each job answers, by key. */
-const BatchPlan = z.object({ jobs: z.array(z.array(z.string())), onDemand: z.number().int() });
-
-/**
- * The stage's jobs, as the keys of their calls: planned once, and kept, so a rerun after a crash submits
- * the very same jobs (their names and tokens come from their calls) instead of cutting new ones from what
- * is still unanswered, which would bill a job's calls twice. Calls no planned job takes, and those a job
- * failed or left out, are paid on-demand when the stage runs.
- */
-async function planJobs(
-  runId: string,
-  stage: ModelStage,
-  calls: readonly BatchCall[],
-  limits: BatchLimits,
-  deps: StageDeps,
-): Promise<{ jobs: string[][]; onDemand: number }> {
-  const key = `${runPrefix(runId)}/batch/${stage}/plan.json`;
-  const kept = await deps.store.tryGet(key);
-  if (kept === undefined) {
-    const planned = chunkCalls(calls, limits.maxRecordsPerJob, limits.minRecordsPerJob);
-    const jobs = planned.jobs.map((job) => job.map((c) => c.key));
-    await deps.store.put(key, JSON.stringify({ jobs, onDemand: planned.onDemand.length }), {
+    await store.put(job.inputKey, input.jsonl, { intermediate: true });
+    await store.put(key('records.json'), JSON.stringify({ shards: jobShards, records }), {
       intermediate: true,
     });
-    return { jobs, onDemand: planned.onDemand.length };
+    await store.put(key('job.json'), JSON.stringify(job), { intermediate: true });
+    jobs.push({ jobName, records: jobCalls.length });
   }
-  return BatchPlan.parse(JSON.parse(kept));
+  const plan: BatchPlan = {
+    stage,
+    mode: 'batch',
+    calls: calls.length,
+    jobs,
+    onDemand: chunked.onDemand.length,
+  };
+  await store.put(batchPlanKey(runId, stage), JSON.stringify(plan), { intermediate: true });
+  return result(plan);
+}
+
+const jobSpec = async (store: Store, runId: string, stage: ModelStage, jobName: string) =>
+  BatchJobSpec.parse(JSON.parse(await store.get(batchKey(runId, stage, jobName, 'job.json'))));
+
+/**
+ * Submits one planned job (idempotently: the same token every time) and leaves the workflow waiting on
+ * `taskToken`, which the job's state-change event releases. A job already ended (a rerun after the event
+ * went to an earlier wait) fails the wait with BatchJobEndedError, so the workflow joins it at once; a
+ * job the service refuses for good fails it with BatchSubmitError, and its records go on-demand. The
+ * emulator ends every job at submit and returns its end as the wait's result.
+ */
+export async function submitBatchJob(
+  task: { runId: string; stage: ModelStage; jobName: string; taskToken: string },
+  deps: StageDeps,
+): Promise<BatchJobEnd> {
+  const { runId, stage, jobName } = task;
+  const service = serviceOf(deps);
+  const joined = await deps.store.tryGet(batchKey(runId, stage, jobName, 'stats.json'));
+  const ended = (status: BatchJobEnd['status']): BatchJobEnd => {
+    // A wait released by nothing would hang until its timeout: end it with an error the workflow catches.
+    if (service.waitsForCallback)
+      throw new BatchJobEndedError(`batch job ${jobName} has already ended (${status})`);
+    return { jobName, status };
+  };
+  if (joined !== undefined) return ended(BatchJobStats.parse(JSON.parse(joined)).status);
+  const job = await jobSpec(deps.store, runId, stage, jobName);
+  let state: BatchJobState | undefined;
+  try {
+    state = await service.submit(job, task.taskToken, () => jobCalls(deps, job));
+  } catch (error) {
+    if (error instanceof BatchSubmitError)
+      await deps.store.put(
+        batchKey(runId, stage, jobName, 'refused.json'),
+        JSON.stringify({ message: error.message }),
+        {
+          intermediate: true,
+        },
+      );
+    throw error;
+  }
+  return state ? ended(state.status) : { jobName, status: 'Submitted' };
+}
+
+/**
+ * The calls behind a job's records that the cache still cannot answer, by record id: collected again
+ * from the job's shards, since a judge's schema does not survive being written down.
+ */
+async function jobCalls(deps: StageDeps, job: BatchJobSpec): Promise<Map<string, BatchCall>> {
+  const { shards, records } = JobRecords.parse(
+    JSON.parse(await deps.store.get(batchKey(job.runId, job.stage, job.jobName, 'records.json'))),
+  );
+  const calls = await collectStageCalls(
+    STAGE_FUNCTIONS[job.stage],
+    shards.map((shard) => ({ runId: job.runId, shard })),
+    deps,
+  );
+  const byKey = new Map(calls.map((c) => [c.key, c]));
+  return new Map(
+    Object.entries(records).flatMap(([recordId, key]) => {
+      const call = byKey.get(key);
+      return call ? [[recordId, call] as const] : [];
+    }),
+  );
+}
+
+/**
+ * Joins one job once its wait is over: reads its state; a job still running after the wait (the wait
+ * timed out) is stopped. A completed or partly completed job's output is joined on recordId into the
+ * call cache; a job that failed, expired, stopped or was never submitted leaves every record a cache
+ * miss. Either way the stage then pays on-demand only for what the job did not answer. The job's stats
+ * are kept, and a second join returns them.
+ */
+export async function joinBatchJob(
+  task: { runId: string; stage: ModelStage; jobName: string },
+  deps: StageDeps,
+): Promise<BatchJobStats> {
+  const { runId, stage, jobName } = task;
+  const { store } = deps;
+  const statsKey = batchKey(runId, stage, jobName, 'stats.json');
+  const kept = await store.tryGet(statsKey);
+  if (kept !== undefined) return BatchJobStats.parse(JSON.parse(kept));
+  const service = serviceOf(deps);
+  if (!deps.cache) throw new ModelConfigError('batch mode needs the call cache: batch answers are put there');
+  const job = await jobSpec(store, runId, stage, jobName);
+  let state = await service.state(job);
+  if (state.status === 'NotSubmitted') {
+    const refused = await store.tryGet(batchKey(runId, stage, jobName, 'refused.json'));
+    state = {
+      status: 'NotSubmitted',
+      message: refused ? String(JSON.parse(refused).message) : 'never submitted',
+    };
+  } else if (!ENDED_STATUSES.has(state.status)) {
+    await service.stop(job);
+    state = {
+      status: 'Stopped',
+      message: `stopped: still ${state.status} when the workflow stopped waiting`,
+    };
+  }
+  const open = await jobCalls(deps, job);
+  const lines: string[] = [];
+  if (state.status !== 'NotSubmitted' && jobOutcome(state.status) === 'join' && state.outputKey)
+    for await (const line of createInterface({
+      input: await store.getStream(state.outputKey),
+      crlfDelay: Infinity,
+    }))
+      lines.push(line);
+  const config = await runConfig(store, runId);
+  const join = joinBatchOutput(lines, open, job.modelId);
+  await cacheBatchAnswers(join, deps.cache, jobName);
+  let inputTokens = 0;
+  let outputTokens = 0;
+  for (const entry of join.answers.values()) {
+    inputTokens += entry.usage.inputTokens;
+    outputTokens += entry.usage.outputTokens;
+  }
+  const records = Object.keys(
+    JobRecords.parse(JSON.parse(await store.get(batchKey(runId, stage, jobName, 'records.json')))).records,
+  ).length;
+  const stats: BatchJobStats = {
+    jobName,
+    status: state.status,
+    records,
+    answered: join.answers.size,
+    errored: join.errored.length,
+    missing: records - join.answers.size - join.errored.length,
+    inputTokens,
+    outputTokens,
+    costUsd: costOf({ inputTokens, outputTokens }, batchPriceOf(job.modelId, config)),
+    ...(state.message ? { message: state.message } : {}),
+  };
+  await store.put(statsKey, JSON.stringify(stats), { intermediate: true });
+  return stats;
+}
+
+/**
+ * Prefills a model stage with batch jobs the way the workflow does, in one call: plans, then submits and
+ * joins each job, at most `batch.maxJobs` at once. For tests and tools with a service that ends jobs at
+ * submit (the emulator); the deployed workflow runs the three steps as states.
+ */
+export async function prefillStage(
+  task: { runId: string; stage: ModelStage; shards: readonly string[] },
+  deps: StageDeps,
+): Promise<{ plan: PlanResult; jobs: BatchJobStats[] }> {
+  const plan = await planBatch(task, deps);
+  const config = await runConfig(deps.store, task.runId);
+  const jobs = await mapLimit(plan.jobs, config.batch.maxJobs, async (jobName) => {
+    const ids = { runId: task.runId, stage: task.stage, jobName };
+    await submitBatchJob({ ...ids, taskToken: 'local' }, deps).catch((error: Error) => {
+      if (!(error instanceof BatchSubmitError || error instanceof BatchJobEndedError)) throw error;
+    });
+    return joinBatchJob(ids, deps);
+  });
+  return { plan, jobs };
 }

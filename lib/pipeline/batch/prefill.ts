@@ -6,19 +6,20 @@ import type { BatchCall, BatchJoin } from './batch-job.js';
 
 /**
  * The calls a model stage would pay for over these shards, collected instead of made: each call the
- * cache cannot answer, once (shards asking the same call share its answer). Nothing is paid or written.
+ * cache cannot answer, once (shards asking the same call share its answer), with the first shard that
+ * asks it. Nothing is paid or written.
  */
 export async function collectStageCalls(
   stage: (task: ShardTask, deps: StageDeps) => Promise<ShardResult>,
   tasks: readonly ShardTask[],
   deps: StageDeps,
-): Promise<BatchCall[]> {
-  const calls = new Map<string, BatchCall>();
+): Promise<(BatchCall & { readonly shard: string })[]> {
+  const calls = new Map<string, BatchCall & { shard: string }>();
   for (const task of tasks)
     await stage(task, {
       ...deps,
       collect: (call) => {
-        if (!calls.has(call.key)) calls.set(call.key, call);
+        if (!calls.has(call.key)) calls.set(call.key, { ...call, shard: task.shard });
       },
     });
   return [...calls.values()];

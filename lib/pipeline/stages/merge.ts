@@ -1,4 +1,6 @@
 import { createInterface } from 'node:readline';
+import type { z } from 'zod';
+import { BatchJobStats, BatchPlan, batchKey, batchPlanKey } from '../batch/batch-service.js';
 import type { QualityConfig } from '../config.js';
 import { parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
@@ -25,6 +27,7 @@ import {
   type MergeInput,
   type MergeResult,
   MODEL_STAGES,
+  type ModelStage,
   type Pair,
   Reject,
   RespondedRecord,
@@ -113,6 +116,103 @@ const failedShardsNote = (
   );
 };
 
+/** A model stage's batch figures in report.json: its plan, and the stats of each of its jobs that ended. */
+interface StageBatchReport {
+  readonly mode: BatchPlan['mode'];
+  readonly reason?: string;
+  readonly calls: number;
+  readonly onDemand: number;
+  readonly jobs: BatchJobStats[];
+  /** Planned jobs with no stats.json: not joined (yet), so they answered nothing and cost nothing here. */
+  readonly jobsWithoutStats: number;
+}
+
+/** What the batch jobs of a run did, summed over every stage's jobs that ended; `calls` are answered records. */
+interface BatchModeTotals {
+  jobs: number;
+  records: number;
+  calls: number;
+  errored: number;
+  missing: number;
+  inputTokens: number;
+  outputTokens: number;
+  costUsd: number;
+}
+
+/** Parses a batch file the run wrote; one that does not parse would leave the run's cost unaccounted for. */
+function parseBatchFile<T>(schema: z.ZodType<T>, text: string, key: string, runId: string): T {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (cause) {
+    throw new AccountingError(`run ${runId}: ${key} is not JSON`, { cause });
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success)
+    throw new AccountingError(`run ${runId}: ${key} is unreadable: ${parsed.error.message}`, {
+      cause: parsed.error,
+    });
+  return parsed.data;
+}
+
+/**
+ * The batch figures of each model stage that was planned, from its plan.json and its jobs' stats.json.
+ * A planned job without stats is counted, not read: it never ended or was never joined.
+ */
+async function readBatchReports(
+  store: StageDeps['store'],
+  runId: string,
+): Promise<Partial<Record<ModelStage, StageBatchReport>>> {
+  const reports: Partial<Record<ModelStage, StageBatchReport>> = {};
+  for (const stage of MODEL_STAGES) {
+    const planKey = batchPlanKey(runId, stage);
+    const text = await store.tryGet(planKey);
+    if (text === undefined) continue;
+    const plan = parseBatchFile(BatchPlan, text, planKey, runId);
+    const jobs: BatchJobStats[] = [];
+    for (const { jobName } of plan.jobs) {
+      const statsKey = batchKey(runId, stage, jobName, 'stats.json');
+      const stats = await store.tryGet(statsKey);
+      if (stats !== undefined) jobs.push(parseBatchFile(BatchJobStats, stats, statsKey, runId));
+    }
+    reports[stage] = {
+      mode: plan.mode,
+      ...(plan.reason === undefined ? {} : { reason: plan.reason }),
+      calls: plan.calls,
+      onDemand: plan.onDemand,
+      jobs,
+      jobsWithoutStats: plan.jobs.length - jobs.length,
+    };
+  }
+  return reports;
+}
+
+/** Sums the stats of every job of every stage. */
+function batchModeTotals(reports: Partial<Record<ModelStage, StageBatchReport>>): BatchModeTotals {
+  const sum: BatchModeTotals = {
+    jobs: 0,
+    records: 0,
+    calls: 0,
+    errored: 0,
+    missing: 0,
+    inputTokens: 0,
+    outputTokens: 0,
+    costUsd: 0,
+  };
+  for (const report of Object.values(reports))
+    for (const job of report.jobs) {
+      sum.jobs++;
+      sum.records += job.records;
+      sum.calls += job.answered;
+      sum.errored += job.errored;
+      sum.missing += job.missing;
+      sum.inputTokens += job.inputTokens;
+      sum.outputTokens += job.outputTokens;
+      sum.costUsd += job.costUsd;
+    }
+  return sum;
+}
+
 /** The pair a verified record becomes. */
 export const toPair = (record: RespondedRecord): Pair => ({
   id: record.id,
@@ -127,7 +227,8 @@ export const toPair = (record: RespondedRecord): Pair => ({
  * The last stage: gathers every shard's pairs and rejects into the run's outputs, turns the
  * records of failed shards into rejects, caps pairs that share a near-identical chosen response,
  * checks that every input record is accounted for exactly once, measures the chosen responses, and
- * writes the exports, the dataset card and report.json (last). Outputs are streamed: only one shard's
+ * writes the exports, the dataset card and report.json (last). The report adds what the stages' batch
+ * jobs did and cost to what they paid on-demand. Outputs are streamed: only one shard's
  * records are held at a time, plus a MinHash signature per pair for the cap.
  */
 export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeResult> {
@@ -254,6 +355,21 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
   const diversity = chosen.summary();
 
   const totals = Object.values(stats).reduce(addStats, emptyStats());
+  // Batch answers reach the stages through the call cache, as hits: the shard stats hold only what was
+  // paid on-demand, and the jobs' own stats what was paid for batch.
+  const batch = await readBatchReports(store, runId);
+  const batchTotals = batchModeTotals(batch);
+  const onDemand = MODEL_STAGES.map((s) => stats[s]).reduce(addStats, emptyStats());
+  const batchCostOf = (stage: ModelStage) => (batch[stage]?.jobs ?? []).reduce((n, j) => n + j.costUsd, 0);
+  const stages = Object.fromEntries(
+    STAGES.map((stage) => {
+      const model = MODEL_STAGES.find((s) => s === stage);
+      return [
+        stage,
+        model === undefined ? stats[stage] : { ...stats[stage], batchCostUsd: batchCostOf(model) },
+      ];
+    }),
+  );
   const report = {
     runId,
     input: { key: manifest.inputKey, etag: manifest.etag, records: manifest.records },
@@ -261,17 +377,28 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
     finishedAt: (deps.now?.() ?? new Date()).toISOString(),
     pairs: pairCount,
     rejects: rejectCount,
-    stages: stats,
+    stages,
     totals: {
       calls: totals.calls,
       inputTokens: totals.inputTokens,
       outputTokens: totals.outputTokens,
-      costUsd: totals.costUsd,
+      costUsd: totals.costUsd + batchTotals.costUsd,
       cacheHits: totals.cacheHits,
       cacheMisses: totals.cacheMisses,
       throttled: totals.throttled,
       retries: totals.retries,
     },
+    mode: config.mode,
+    modes: {
+      'on-demand': {
+        calls: onDemand.calls,
+        inputTokens: onDemand.inputTokens,
+        outputTokens: onDemand.outputTokens,
+        costUsd: onDemand.costUsd,
+      },
+      batch: batchTotals,
+    },
+    batch,
     rejectsByStage,
     quality: {
       chosen: {
