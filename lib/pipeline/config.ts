@@ -146,7 +146,7 @@ export const BatchConfig = z
   );
 export type BatchConfig = z.infer<typeof BatchConfig>;
 
-/** A Standard execution holds 25,000 events; a shard costs about 36 in the batch workflow. */
+/** A Standard execution holds 25,000 events; a shard costs about 32 in the batch workflow. */
 export const BATCH_MAX_SHARDS = 600;
 
 /** The pipeline configuration: models, limits and prompts. Criteria and prompts are data. */
@@ -250,7 +250,7 @@ export const PipelineConfig = z
       .default({}),
   })
   .superRefine((config, ctx) => {
-    // Three judge Maps instead of one and a batch chain per stage cost about 12 more history events a shard.
+    // Three judge Maps instead of one and a batch chain per stage cost about 8 more history events a shard.
     if (config.mode !== 'on-demand' && config.maxShards > BATCH_MAX_SHARDS)
       ctx.addIssue({
         code: 'custom',

@@ -73,7 +73,9 @@ describe('safer-instruct run against a Bedrock endpoint', () => {
     expect(report.stages.evaluate.costUsd).toBeGreaterThan(0);
     expect(stderr).toMatch(/done {6}\d+ pairs, \d+ rejects/);
     expect(stderr).toMatch(
-      new RegExp(`calls {5}${report.totals.calls} paid, 0 from the cache, 0 throttled, \\$0\\.\\d{4}`),
+      new RegExp(
+        `calls {5}${report.totals.calls} paid on-demand, 0 from the cache, 0 throttled, \\$0\\.\\d{4}`,
+      ),
     );
   });
 
@@ -108,7 +110,7 @@ describe('safer-instruct run against a Bedrock endpoint', () => {
     expect([uncached.code, cached.code]).toEqual([0, 0]);
     expect(paid).toBe(first.totals.calls);
     expect(fake.requests.length - before).toBe(paid);
-    expect(cached.err).toMatch(new RegExp(`calls {5}0 paid, ${first.totals.calls} from the cache`));
+    expect(cached.err).toMatch(new RegExp(`calls {5}0 paid on-demand, ${first.totals.calls} from the cache`));
   });
 
   it('sends generation calls without tools', () => {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { mapLimit } from '../models/calls.js';
 import type { ConverseBody, ConverseResponse } from '../models/converse-body.js';
 import { BatchInputLine, type BatchJobStatus } from './batch-job.js';
 
@@ -10,6 +11,8 @@ export interface EmulatorOptions {
   readonly errorRecordIds?: ReadonlySet<string>;
   /** Records left out of the output altogether. */
   readonly dropRecordIds?: ReadonlySet<string>;
+  /** Records answered at once, as the service runs many. */
+  readonly concurrency?: number;
   /** The job's end state; default Completed, or PartiallyCompleted when a record errored. */
   readonly status?: BatchJobStatus;
 }
@@ -45,10 +48,9 @@ export async function emulateBatchJob(
     .split('\n')
     .filter((line) => line.trim())
     .map((line) => BatchInputLine.parse(JSON.parse(line)));
-  const lines: { recordId: string; text: string }[] = [];
   let errors = 0;
-  for (const { recordId, modelInput } of records) {
-    if (options.dropRecordIds?.has(recordId)) continue;
+  const answered = await mapLimit(records, options.concurrency ?? 8, async ({ recordId, modelInput }) => {
+    if (options.dropRecordIds?.has(recordId)) return [];
     let error: { errorCode: number; errorMessage: string } | undefined;
     let modelOutput: ConverseResponse | undefined;
     if (options.errorRecordIds?.has(recordId))
@@ -60,12 +62,14 @@ export async function emulateBatchJob(
         error = { errorCode: 500, errorMessage: (e as Error).message };
       }
     if (error) errors++;
-    lines.push({
-      recordId,
-      text: JSON.stringify(error ? { recordId, modelInput, error } : { recordId, modelInput, modelOutput }),
-    });
-  }
-  const ordered = shuffled(lines, options.seed ?? 'emulator');
+    return [
+      {
+        recordId,
+        text: JSON.stringify(error ? { recordId, modelInput, error } : { recordId, modelInput, modelOutput }),
+      },
+    ];
+  });
+  const ordered = shuffled(answered.flat(), options.seed ?? 'emulator');
   return {
     status: options.status ?? (errors > 0 ? 'PartiallyCompleted' : 'Completed'),
     output: ordered.map((l) => `${l.text}\n`).join(''),
