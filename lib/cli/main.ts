@@ -280,14 +280,13 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     }
     const { totals, modes } = JSON.parse(await readFile(result.reportPath, 'utf8')) as {
       totals: RunTotals;
-      modes?: { batch: { jobs: number; calls: number } };
+      modes: { batch: { jobs: number; calls: number } };
     };
     say(`done      ${result.pairs} pairs, ${result.rejects} rejects (run ${result.runId})`);
-    // Batch answers reach the stages through the cache: count them apart from what earlier runs answered.
-    const batched = modes?.batch.calls ?? 0;
-    const byJobs = batched > 0 ? `${batched} by ${modes?.batch.jobs} batch jobs, ` : '';
+    const batched = modes.batch.calls;
+    const byJobs = batched > 0 ? `${batched} by ${modes.batch.jobs} batch jobs, ` : '';
     say(
-      `calls     ${totals.calls} paid on-demand, ${byJobs}${Math.max(0, totals.cacheHits - batched)} from the cache, ` +
+      `calls     ${totals.calls - batched} paid on-demand, ${byJobs}${totals.cacheHits} from the cache, ` +
         `${totals.throttled} throttled, $${totals.costUsd.toFixed(4)}`,
     );
     io.stdout.write(

@@ -10,7 +10,12 @@ import type { PipelineConfig } from '../pipeline/config.js';
 import { ENV_KEYS } from '../pipeline/env.js';
 import { runPrefix } from '../pipeline/keys.js';
 import type { ModelStage } from '../pipeline/schemas.js';
-import { type BatchStage, bedrockModelArns, StageFunction } from './stage-function.js';
+import {
+  type BatchStage,
+  bedrockModelArns,
+  INFERENCE_PROFILE_PREFIXES,
+  StageFunction,
+} from './stage-function.js';
 
 /** Every batch inference job of this account and region: a job's ARN is known only once it is created. */
 export const BATCH_JOB_ARNS = `arn:${Aws.PARTITION}:bedrock:${Aws.REGION}:${Aws.ACCOUNT_ID}:model-invocation-job/*`;
@@ -93,6 +98,20 @@ export class BatchInference extends Construct {
         conditions: { StringLike: { 's3:prefix': [`${runPrefix('*')}/batch/*`, BATCH_OUTPUT_KEYS] } },
       }),
     );
+    // A job on a cross-region inference profile runs its records under this role in every region the
+    // profile routes to: Bedrock requires InvokeModel on the profile and its model there. Plain model ids
+    // need nothing more.
+    const profileArns = [
+      ...new Set(
+        batchModelSpecs(config)
+          .filter((spec) => INFERENCE_PROFILE_PREFIXES.some((p) => spec.startsWith(`bedrock:${p}`)))
+          .flatMap(bedrockModelArns),
+      ),
+    ];
+    if (profileArns.length > 0)
+      this.serviceRole.addToPrincipalPolicy(
+        new PolicyStatement({ actions: ['bedrock:InvokeModel'], resources: profileArns }),
+      );
 
     // Planning reads every shard of a stage and writes its job inputs; joining parses whole job outputs.
     const batch = new StageFunction(this, 'Batch', { stage: 'batch', bucket, memorySize: 2048 });

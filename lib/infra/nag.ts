@@ -165,8 +165,10 @@ function applyBatchAcknowledgements(stack: PipelineStack): void {
     'Batch inference jobs are named per run and stage when a run plans them, and their ARNs carry an id ' +
       "Bedrock assigns on creation: the grant is this account and region's jobs, for create, get and stop.",
   );
-  for (const arn of batch.modelArns.filter((a) => a.includes('*')))
+  for (const arn of batch.modelArns.filter((a) => a.includes('*'))) {
     acknowledge(submit.role, wildcardResource(stack, arn), PROFILE_REASON);
+    acknowledge(batch.serviceRole, wildcardResource(stack, arn), PROFILE_REASON);
+  }
 
   const callback = batch.functions['batch-callback'];
   acknowledge(

@@ -182,10 +182,20 @@ export class PipelineStateMachine extends Construct {
           resultPath,
           taskTimeout: Timeout.duration(TASK_TIMEOUT),
           retryOnServiceExceptions: true,
-        }).addRetry({
-          ...storeRetry,
-          errors: [...storeRetry.errors, 'ModelTransientError', 'States.Timeout'],
-        });
+        })
+          // Bedrock's control plane throttles reads of many jobs ending at once: a joined job is paid for.
+          .addRetry({
+            errors: ['ModelThrottledError', 'Lambda.TooManyRequestsException'],
+            interval: Duration.seconds(30),
+            backoffRate: 2,
+            maxAttempts: 8,
+            maxDelay: Duration.minutes(10),
+            jitterStrategy: JitterType.FULL,
+          })
+          .addRetry({
+            ...storeRetry,
+            errors: [...storeRetry.errors, 'ModelTransientError', 'States.Timeout'],
+          });
       // Where the stage goes on, its calls answered by jobs or not: what no job answered is paid on-demand.
       const batchDone = new Pass(this, `${name}BatchDone`);
       const plan = batchTask(
@@ -218,7 +228,13 @@ export class PipelineStateMachine extends Construct {
           jitterStrategy: JitterType.FULL,
         })
         .addRetry({
-          errors: ['ModelTransientError', 'StoreTransientError', 'Lambda.TooManyRequestsException'],
+          // Sandbox.Timedout: the submit Lambda ran out of time; a resubmit with the same token is harmless.
+          errors: [
+            'ModelTransientError',
+            'StoreTransientError',
+            'Lambda.TooManyRequestsException',
+            'Sandbox.Timedout',
+          ],
           interval: Duration.seconds(2),
           backoffRate: 2,
           maxAttempts: 4,

@@ -14,7 +14,7 @@ import { GovernorPool } from '../pipeline/models/governor-pool.js';
 import { ModelRegistry } from '../pipeline/models/registry.js';
 import { type ParameterStore, StoreParameterStore } from '../pipeline/parameters.js';
 import { runIdFor } from '../pipeline/records.js';
-import { MergeResult, MODEL_STAGES, type ModelStage, RunMarker, SplitResult } from '../pipeline/schemas.js';
+import { MergeResult, MODEL_STAGES, RunMarker, SplitResult } from '../pipeline/schemas.js';
 import { FsStore } from '../pipeline/store/fs-store.js';
 import { LOCAL_ENV } from './definition.js';
 import { EVENT_HANDLED_STAGES, STAGE_HANDLERS, TUNING_HANDLERS } from './handlers.js';
@@ -202,7 +202,11 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
     } catch (error) {
       const name = (error as Error).name;
       // These fail the execution; its error then says only the name, so keep the message to report.
-      if (name === 'ModelConfigError' || !MODEL_STAGES.includes(fn.stage as ModelStage))
+      // Every batch step has a Catch: its errors send calls on-demand and fail nothing.
+      if (
+        name === 'ModelConfigError' ||
+        !(MODEL_STAGES as readonly string[]).concat('batch').includes(fn.stage)
+      )
         fatal ??= error as Error;
       const message = String((error as Error).message ?? error).split('\n')[0] ?? '';
       progress({ type: 'stage-error', stage, shard, error: name, message });

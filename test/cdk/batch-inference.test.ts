@@ -221,6 +221,22 @@ describe('BatchInference batch function', () => {
     );
   });
 
+  it('lets the jobs of an inference profile invoke the profile and its model in the regions it routes to', () => {
+    // Prepare
+    const synth = autoStack();
+
+    // Act
+    const invoke = withAction(
+      synth.statements(synth.id(batchOf(synth).serviceRole)),
+      'bedrock:InvokeModel',
+    ).flatMap((s) => [s.Resource].flat());
+
+    // Assess
+    expect(invoke.sort()).toEqual(
+      [arn(`inference-profile/${PROFILE}`), foundationModel(PROFILE.slice('us.'.length), '*')].sort(),
+    );
+  });
+
   it('passes only the service role, and only to Bedrock, and names it in BATCH_ROLE_ARN', () => {
     // Prepare
     const synth = batchStack();
@@ -369,6 +385,35 @@ describe('PipelineStack in batch mode', () => {
           Payload: { 'taskToken.$': '$$.Task.Token', action: 'submit' },
         },
       });
+    }
+  });
+
+  it('retries a throttled join and a timed-out submit, and joins whatever a submit ends with', () => {
+    // Prepare
+    const synth = batchStack();
+
+    // Act
+    const states = allStates(
+      (definitionOf({ Resources: synth.resources }) as { States: Record<string, Json> }).States,
+    );
+    const retried = (state: string) =>
+      ((states[state]?.Retry ?? []) as { ErrorEquals: string[] }[]).flatMap((r) => r.ErrorEquals);
+
+    // Assess
+    for (const stage of STAGES) {
+      expect(retried(`Join${stage}Job`)).toEqual(
+        expect.arrayContaining(['ModelThrottledError', 'ModelTransientError', 'StoreTransientError']),
+      );
+      expect(retried(`Submit${stage}Job`)).toEqual(
+        expect.arrayContaining(['ModelThrottledError', 'ModelTransientError', 'Sandbox.Timedout']),
+      );
+      expect(retried(`Submit${stage}Job`)).not.toContain('States.Timeout');
+      expect(states[`Submit${stage}Job`]?.Catch).toEqual([
+        { ErrorEquals: ['States.ALL'], ResultPath: '$.submitError', Next: `Join${stage}Job` },
+      ]);
+      expect(states[`Plan${stage}`]?.Catch).toEqual([
+        { ErrorEquals: ['States.ALL'], ResultPath: '$.batchError', Next: `${stage}BatchDone` },
+      ]);
     }
   });
 

@@ -66,8 +66,9 @@ describe('the local engine in batch mode', () => {
     const batchModel = new FakeModel();
 
     // Act
-    const onDemand = await run(path, onDemandModel, { shardSize: 40 });
-    const batch = await run(path, batchModel, BATCH);
+    const prices = { 'bedrock:fake': { inputPer1k: 0.001, outputPer1k: 0.002 } };
+    const onDemand = await run(path, onDemandModel, { shardSize: 40, prices });
+    const batch = await run(path, batchModel, { ...BATCH, prices });
 
     // Assess
     expect(onDemand.pairs.length).toBeGreaterThanOrEqual(300);
@@ -80,6 +81,11 @@ describe('the local engine in batch mode', () => {
     expect(onDemand.report.modes.batch).toMatchObject({ jobs: 0, calls: 0 });
     for (const stage of ['induce', 'filter', 'respond', 'evaluate'])
       expect(batch.report.batch[stage]).toMatchObject({ mode: 'batch', calls: 320, onDemand: 0 });
+    // Emulated jobs were answered by on-demand calls, and are priced as what they cost.
+    expect(batch.report.modes.batch.costUsd).toBeGreaterThan(0);
+    expect(batch.report.modes.batch.costUsd).toBeCloseTo(onDemand.report.modes['on-demand'].costUsd, 10);
+    expect(batch.report.batch.induce.jobs.every((j: { emulated?: boolean }) => j.emulated)).toBe(true);
+    expect(batch.report.totals.calls).toBe(onDemand.report.totals.calls);
     expect(batch.events.filter((e) => e.type === 'stage' && e.stage === 'batch-join')).toHaveLength(12);
   });
 

@@ -123,7 +123,7 @@ describe('joining a batch job output', () => {
 
     // Act
     const job = await emulateBatchJob(jsonl, respond, { seed: 'shuffle' });
-    const join = joinBatchOutput(lines(job.output), byRecord, 'bedrock m');
+    const join = await joinBatchOutput(lines(job.output), byRecord, 'bedrock m');
 
     // Assess
     const outputIds = lines(job.output).map((l) => JSON.parse(l).recordId);
@@ -153,7 +153,7 @@ describe('joining a batch job output', () => {
       dropRecordIds: new Set([recordIdOf(2)]),
     });
     const empty = JSON.stringify({ recordId: recordIdOf(0), modelOutput: {} });
-    const join = joinBatchOutput(
+    const join = await joinBatchOutput(
       [empty, ...lines(job.output), 'not json', '{"recordId":"R9999999999"}'],
       calls,
       'm',
@@ -172,6 +172,46 @@ describe('joining a batch job output', () => {
     expect(join.missing).toEqual(['key-2']);
     // The job's own line for record 0 comes after the empty one: a second line for a record is not read.
     expect(join.unreadable).toBe(3);
+  });
+
+  it('counts the tokens of every answer line as billed, also of records the cache answered meanwhile', async () => {
+    // Prepare
+    const { jsonl, calls } = batchInput([generateCall(0), generateCall(1), generateCall(2)]);
+    const job = await emulateBatchJob(jsonl, respond);
+    const stillOpen = new Map([...calls].filter(([recordId]) => recordId !== recordIdOf(1)));
+
+    // Act
+    const join = await joinBatchOutput(lines(job.output), stillOpen, 'm');
+
+    // Assess
+    expect([...join.answers.keys()].sort()).toEqual(['key-0', 'key-2']);
+    expect(join.missing).toEqual([]);
+    expect([...join.seen].sort()).toEqual([recordIdOf(0), recordIdOf(1), recordIdOf(2)]);
+    expect(join.billed).toEqual({ inputTokens: 18, outputTokens: 9 });
+  });
+
+  it('reads an answer a content filter withheld as a refusal, not as an error to pay again on-demand', async () => {
+    // Prepare
+    const { calls } = batchInput([generateCall(0)]);
+    const line = JSON.stringify({
+      recordId: recordIdOf(0),
+      modelOutput: {
+        output: { message: { role: 'assistant', content: [] } },
+        stopReason: 'content_filtered',
+        usage: { inputTokens: 5, outputTokens: 0 },
+      },
+    });
+
+    // Act
+    const join = await joinBatchOutput([line], calls, 'm');
+
+    // Assess
+    expect(join.errored).toEqual([]);
+    expect(join.answers.get('key-0')).toEqual({
+      kind: 'refused',
+      message: 'm stopped with content_filtered',
+      usage: { inputTokens: 5, outputTokens: 0 },
+    });
   });
 
   it('joins what a completed or partly completed job wrote, and sends everything on-demand after a failure', () => {

@@ -81,7 +81,7 @@ describe('a model stage prefilled by a batch job', () => {
       errorRecordIds: new Set([recordIdOf(2)]),
       dropRecordIds: new Set([recordIdOf(7)]),
     });
-    const join = joinBatchOutput(job.output.split('\n'), byRecord, 'bedrock:fake');
+    const join = await joinBatchOutput(job.output.split('\n'), byRecord, 'bedrock:fake');
     await cacheBatchAnswers(join, batchRun.deps.cache, 'job-0');
 
     // Act

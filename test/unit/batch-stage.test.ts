@@ -87,6 +87,7 @@ function bedrockLike(states: Record<string, string> = {}) {
   const asked: { submit: string[]; stop: string[] } = { submit: [], stop: [] };
   const service: BatchService = {
     waitsForCallback: true,
+    emulated: false,
     scope: 'bucket',
     accepts: (spec) => spec.startsWith('bedrock:'),
     submit: async (job) => {

@@ -226,7 +226,7 @@ describe('merge batch figures', () => {
     expect(await store.get(outputKey(runId, 'README.md'))).toContain(runId);
   });
 
-  it('adds the batch cost to the run total and leaves the shard stats as paid on-demand', async () => {
+  it('adds the batch calls, tokens and cost to the run totals and leaves the shard stats as paid on-demand', async () => {
     // Prepare
     const { store, deps, runId } = await prepareRun('batch');
     await merge({ runId }, deps);
@@ -261,7 +261,10 @@ describe('merge batch figures', () => {
     );
     expect(report.totals.costUsd).toBeCloseTo(shardCost + 0.36, 10);
     expect(report.stages.evaluate).toEqual({ ...before.stages.evaluate, batchCostUsd: 0.36 });
-    expect(report.totals.calls).toBe(before.totals.calls);
+    expect(report.totals.calls).toBe(before.totals.calls + 150);
+    expect(report.totals.inputTokens).toBe(before.totals.inputTokens + 60_000);
+    expect(report.totals.outputTokens).toBe(before.totals.outputTokens + 6_000);
+    expect(report.totals.cacheHits).toBe(Math.max(0, before.totals.cacheHits - 150));
     expect(report.totals.costUsd).toBeCloseTo(before.totals.costUsd + 0.36, 10);
   });
 

@@ -7,7 +7,7 @@ import {
   converseAnswer,
   converseBody,
 } from '../models/converse-body.js';
-import type { GenerateRequest, JudgeRequest } from '../models/model-client.js';
+import type { GenerateRequest, JudgeRequest, Usage } from '../models/model-client.js';
 
 /**
  * Bedrock batch inference as the pipeline uses it: a stage's model calls that the call cache cannot
@@ -107,8 +107,12 @@ export interface BatchJoin {
   readonly answers: Map<string, CachedCall>;
   readonly errored: { readonly key: string; readonly recordId: string; readonly reason: string }[];
   readonly missing: string[];
-  /** Output lines that named no record of the job, or could not be read. */
+  /** Output lines that named no open call of the job (one answered meanwhile), or could not be read. */
   readonly unreadable: number;
+  /** The record ids the output has a line for, open or not. */
+  readonly seen: ReadonlySet<string>;
+  /** The tokens of every answer line: Bedrock bills them, whether or not the call still needed one. */
+  readonly billed: Usage;
 }
 
 /**
@@ -116,16 +120,17 @@ export interface BatchJoin {
  * error, or a record with no line, leaves its call to on-demand; an answer is read as the on-demand
  * provider reads a Converse response, so a judge's answer is validated with its schema.
  */
-export function joinBatchOutput(
-  output: Iterable<string>,
+export async function joinBatchOutput(
+  output: Iterable<string> | AsyncIterable<string>,
   calls: ReadonlyMap<string, BatchCall>,
   who: string,
-): BatchJoin {
+): Promise<BatchJoin> {
   const answers = new Map<string, CachedCall>();
   const errored: { key: string; recordId: string; reason: string }[] = [];
   const seen = new Set<string>();
+  const billed = { inputTokens: 0, outputTokens: 0 };
   let unreadable = 0;
-  for (const text of output) {
+  for await (const text of output) {
     if (!text.trim()) continue;
     let line: BatchOutputLine;
     try {
@@ -134,13 +139,18 @@ export function joinBatchOutput(
       unreadable++;
       continue;
     }
+    const response = BatchConverseResponse.safeParse(line.modelOutput);
+    const first = !seen.has(line.recordId);
+    seen.add(line.recordId);
+    if (first && response.success) {
+      billed.inputTokens += response.data.usage?.inputTokens ?? 0;
+      billed.outputTokens += response.data.usage?.outputTokens ?? 0;
+    }
     const call = calls.get(line.recordId);
-    if (!call || seen.has(line.recordId)) {
+    if (!call || !first) {
       unreadable++;
       continue;
     }
-    seen.add(line.recordId);
-    const response = BatchConverseResponse.safeParse(line.modelOutput);
     if (line.error || !response.success) {
       const reason = line.error
         ? `${line.error.errorCode ?? 'error'}: ${line.error.errorMessage ?? 'no message'}`
@@ -151,7 +161,7 @@ export function joinBatchOutput(
     answers.set(call.key, converseAnswer(call.request, response.data, who, call.toolUse ?? true));
   }
   const missing = [...calls].filter(([recordId]) => !seen.has(recordId)).map(([, call]) => call.key);
-  return { answers, errored, missing, unreadable };
+  return { answers, errored, missing, unreadable, seen, billed };
 }
 
 /** The states a batch job ends or waits in. */

@@ -51,6 +51,8 @@ export interface BatchService {
    * token (Bedrock); false when `submit` runs the job to its end at once (the emulator).
    */
   readonly waitsForCallback: boolean;
+  /** Whether jobs are emulated by on-demand calls (locally): their cost is the on-demand price. */
+  readonly emulated: boolean;
   /** Where job names must be unique beyond a run (Bedrock: the bucket; names are per account and region). */
   readonly scope: string;
   /** Whether a stage's model can run as a batch job here (Bedrock takes `bedrock:` Converse models only). */
@@ -118,12 +120,14 @@ export const BatchJobStats = z.object({
   answered: z.number().int().nonnegative(),
   /** Records whose output line was an error or unreadable answer: paid on-demand. */
   errored: z.number().int().nonnegative(),
-  /** Records with no output line: paid on-demand. */
+  /** Records with no output line: paid on-demand. Records the cache answered meanwhile are neither. */
   missing: z.number().int().nonnegative(),
   inputTokens: z.number().int().nonnegative(),
   outputTokens: z.number().int().nonnegative(),
   /** At the model's batch price. */
   costUsd: z.number().nonnegative(),
+  /** Run by the local emulator, whose answers were on-demand calls and are priced as such. */
+  emulated: z.boolean().optional(),
   /** Why the job's records went on-demand, when it failed, expired, stopped or was refused. */
   message: z.string().optional(),
 });

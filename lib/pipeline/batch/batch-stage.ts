@@ -4,7 +4,7 @@ import { type PipelineConfig, parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
 import { BatchJobEndedError, BatchSubmitError, ModelConfigError } from '../errors.js';
 import { configKey } from '../keys.js';
-import { batchPriceOf, costOf } from '../ledger.js';
+import { batchPriceOf, costOf, priceOf } from '../ledger.js';
 import { mapLimit } from '../models/calls.js';
 import { ModelStage, ShardOutcome, type ShardResult, type ShardTask } from '../schemas.js';
 import { evaluate } from '../stages/evaluate.js';
@@ -292,35 +292,34 @@ export async function joinBatchJob(
     };
   }
   const open = await jobCalls(deps, job);
-  const lines: string[] = [];
-  if (state.status !== 'NotSubmitted' && jobOutcome(state.status) === 'join' && state.outputKey)
-    for await (const line of createInterface({
-      input: await store.getStream(state.outputKey),
-      crlfDelay: Infinity,
-    }))
-      lines.push(line);
   const config = await runConfig(store, runId);
-  const join = joinBatchOutput(lines, open, job.modelId);
+  // Streamed: each output line repeats its record's input, and a job holds up to 50,000 of them. Read
+  // at once: readline drops lines it reads before anything iterates it.
+  const lines =
+    state.status !== 'NotSubmitted' && jobOutcome(state.status) === 'join' && state.outputKey
+      ? createInterface({
+          input: await store.getStream(state.outputKey),
+          crlfDelay: Number.POSITIVE_INFINITY,
+        })
+      : [];
+  const join = await joinBatchOutput(lines, open, job.modelId);
   await cacheBatchAnswers(join, deps.cache, jobName);
-  let inputTokens = 0;
-  let outputTokens = 0;
-  for (const entry of join.answers.values()) {
-    inputTokens += entry.usage.inputTokens;
-    outputTokens += entry.usage.outputTokens;
-  }
-  const records = Object.keys(
+  const recordIds = Object.keys(
     JobRecords.parse(JSON.parse(await store.get(batchKey(runId, stage, jobName, 'records.json')))).records,
-  ).length;
+  );
+  // An emulated job was paid as the on-demand calls that answered it.
+  const price = service.emulated ? priceOf(job.modelId, config) : batchPriceOf(job.modelId, config);
   const stats: BatchJobStats = {
     jobName,
     status: state.status,
-    records,
+    records: recordIds.length,
     answered: join.answers.size,
     errored: join.errored.length,
-    missing: records - join.answers.size - join.errored.length,
-    inputTokens,
-    outputTokens,
-    costUsd: costOf({ inputTokens, outputTokens }, batchPriceOf(job.modelId, config)),
+    missing: recordIds.filter((id) => !join.seen.has(id)).length,
+    inputTokens: join.billed.inputTokens,
+    outputTokens: join.billed.outputTokens,
+    costUsd: costOf(join.billed, price),
+    ...(service.emulated ? { emulated: true } : {}),
     ...(state.message ? { message: state.message } : {}),
   };
   await store.put(statsKey, JSON.stringify(stats), { intermediate: true });

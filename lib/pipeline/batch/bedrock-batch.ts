@@ -77,6 +77,7 @@ function batchError(error: unknown, jobName: string): unknown {
  */
 export class BedrockBatchService implements BatchService {
   readonly waitsForCallback = true;
+  readonly emulated = false;
 
   /** The bucket: job names are per account and region, and two stacks may run the same upload. */
   get scope(): string {

@@ -20,6 +20,7 @@ const EmulatedState = z.object({ status: z.enum(BATCH_JOB_STATUSES), outputKey: 
 export class LocalBatchService implements BatchService {
   readonly waitsForCallback = false;
   readonly scope = 'local';
+  readonly emulated = true;
 
   constructor(
     private readonly store: Store,

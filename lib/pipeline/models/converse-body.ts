@@ -122,6 +122,9 @@ export function converseJudgeAnswer<T>(
   return checkAnswer(request, called.input, usage, who);
 }
 
+/** Stop reasons of an answer a guardrail or content filter withheld: a refusal, with no content. */
+const REFUSALS: ReadonlySet<string> = new Set(['guardrail_intervened', 'content_filtered']);
+
 /**
  * A Converse response read as the call cache keeps answers: a text for a generation; for a judge its
  * validated answer, or why there is none; a refusal when a guardrail or content filter stopped the model.
@@ -133,7 +136,7 @@ export function converseAnswer(
   toolUse = true,
 ): CachedCall {
   const usage = converseUsage(response);
-  if (response.stopReason === 'guardrail_intervened' || response.stopReason === 'content_filtered')
+  if (REFUSALS.has(response.stopReason ?? ''))
     return { kind: 'refused', message: `${who} stopped with ${response.stopReason}`, usage };
   if (!isJudge(request)) return { kind: 'text', text: converseText(response), usage };
   try {
@@ -149,6 +152,8 @@ export function converseAnswer(
  * has no message content or no stop reason is not an answer, and goes back to on-demand.
  */
 export const BatchConverseResponse = ConverseResponse.refine(
-  (r) => r.stopReason !== undefined && (r.output?.message?.content?.length ?? 0) > 0,
+  (r) =>
+    r.stopReason !== undefined &&
+    ((r.output?.message?.content?.length ?? 0) > 0 || REFUSALS.has(r.stopReason)),
   'no stop reason or no message content',
 );

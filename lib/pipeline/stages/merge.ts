@@ -378,12 +378,13 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
     pairs: pairCount,
     rejects: rejectCount,
     stages,
+    // Both modes: a batch answer is a paid call, not a cache hit, though the stage found it in the cache.
     totals: {
-      calls: totals.calls,
-      inputTokens: totals.inputTokens,
-      outputTokens: totals.outputTokens,
+      calls: totals.calls + batchTotals.calls,
+      inputTokens: totals.inputTokens + batchTotals.inputTokens,
+      outputTokens: totals.outputTokens + batchTotals.outputTokens,
       costUsd: totals.costUsd + batchTotals.costUsd,
-      cacheHits: totals.cacheHits,
+      cacheHits: Math.max(0, totals.cacheHits - batchTotals.calls),
       cacheMisses: totals.cacheMisses,
       throttled: totals.throttled,
       retries: totals.retries,
