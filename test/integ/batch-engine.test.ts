@@ -1,10 +1,11 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type ProgressEvent, runLocal } from '../../lib/local/run-local.js';
 import { recordIdOf } from '../../lib/pipeline/batch/batch-job.js';
 import { LocalBatchService } from '../../lib/pipeline/batch/local-batch.js';
 import type { PipelineConfigInput } from '../../lib/pipeline/config.js';
+import { ModelConfigError } from '../../lib/pipeline/errors.js';
 import { CallCache } from '../../lib/pipeline/models/call-cache.js';
 import type { Pair } from '../../lib/pipeline/schemas.js';
 import { FsStore } from '../../lib/pipeline/store/fs-store.js';
@@ -135,5 +136,58 @@ describe('the local engine in batch mode', () => {
       .reduce((sum, j) => sum + (j as unknown as { records: number }).records, 0);
     expect(report.modes['on-demand'].calls).toBe(9 * 2 + failedRecords);
     expect(report.modes.batch.calls).toBe(4 * 320 - 9 * 2 - failedRecords);
+  });
+
+  it('resumes a run that stopped after its first jobs, without running any job again', async () => {
+    // Prepare
+    const path = input();
+    const onDemand = await run(path, new FakeModel(), { shardSize: 40 });
+    const outDir = tempDir();
+    const submitted: string[] = [];
+    const answering = new FakeModel();
+    const local = new LocalBatchService(
+      new FsStore(join(outDir, 'store')),
+      async () => answering,
+      () => ({ errorRecordIds: new Set([recordIdOf(7)]) }),
+    );
+    const emulator = Object.assign(Object.create(local) as LocalBatchService, {
+      submit: (...args: Parameters<LocalBatchService['submit']>) => {
+        submitted.push(args[0].jobName);
+        return local.submit(...args);
+      },
+    });
+    const denied = new FakeModel('bedrock:fake', {
+      generate: () => {
+        throw new ModelConfigError('bedrock:fake: AccessDeniedException');
+      },
+    });
+    const cache = new CallCache(new FsStore(tempDir()));
+    const options = { outDir, cache, retryIntervalMs: 0, batch: emulator };
+    const stopped = await runLocal({
+      ...options,
+      input: path,
+      config: fakeConfig(BATCH),
+      registry: fakeRegistry(denied),
+    }).catch((error: Error) => error);
+    const runId = readdirSync(join(outDir, 'store', 'runs'))[0] as string;
+    const before = { submitted: submitted.length, answered: answering.calls.length };
+
+    // Act
+    await runLocal({
+      ...options,
+      resume: runId,
+      config: fakeConfig(BATCH),
+      registry: fakeRegistry(new FakeModel()),
+    });
+
+    // Assess
+    // The induce jobs ran, then the on-demand call for the record they errored on was denied.
+    expect(stopped).toMatchObject({ name: 'ModelConfigError' });
+    expect(before.submitted).toBe(3);
+    expect(new Set(submitted).size).toBe(submitted.length);
+    expect(submitted).toHaveLength(12);
+    // Only the jobs of the three later stages ran now: 320 records a stage, one erroring in each of 3 jobs.
+    expect(answering.calls.length - before.answered).toBe(3 * (320 - 3));
+    expect(strip(readJsonlFile<Pair>(join(outDir, 'pairs.jsonl')))).toEqual(strip(onDemand.pairs));
   });
 });
