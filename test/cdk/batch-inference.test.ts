@@ -1,14 +1,14 @@
-import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { App, Validations } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
-import { FAIL_SYNTH_ON_VALIDATION_ERRORS_CONTEXT, VALIDATION_REPORT_FILE } from 'aws-cdk-lib/cx-api';
+import { FAIL_SYNTH_ON_VALIDATION_ERRORS_CONTEXT } from 'aws-cdk-lib/cx-api';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { afterAll, describe, expect, it } from 'vitest';
 import { applyNagAcknowledgements } from '../../lib/infra/nag.js';
 import { PipelineStack } from '../../lib/infra/pipeline-stack.js';
 import { definitionOf, LOCAL_ENV, localFunctionArn, resolveIntrinsics } from '../../lib/local/definition.js';
 import { type PipelineConfigInput, parseConfig } from '../../lib/pipeline/config.js';
+import { nagFindings } from '../support/nag.js';
 import { tempDir } from '../support/temp.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: a synthesized template is untyped JSON, read by path in assertions.
@@ -113,25 +113,6 @@ function allStates(states: Record<string, Json>): Record<string, Json> {
     for (const inner of nested) Object.assign(found, allStates(inner.States));
   }
   return found;
-}
-
-/** AwsSolutions findings of a synthesized app, as `severity rule at paths`, read from the validation report. */
-function nagFindings(app: App): string[] {
-  const assembly = app.synth();
-  const reportFile = join(assembly.directory, VALIDATION_REPORT_FILE);
-  if (!existsSync(reportFile)) throw new Error('the validation plugins did not run');
-  const report = JSON.parse(readFileSync(reportFile, 'utf8')) as {
-    pluginReports: {
-      pluginName: string;
-      violations: { ruleName: string; severity: string; violatingConstructs: { constructPath: string }[] }[];
-    }[];
-  };
-  return report.pluginReports
-    .filter((r) => r.pluginName === 'AwsSolutions')
-    .flatMap((r) => r.violations)
-    .map(
-      (v) => `${v.severity} ${v.ruleName} at ${v.violatingConstructs.map((c) => c.constructPath).join(', ')}`,
-    );
 }
 
 describe('BatchInference service role', () => {

@@ -1,14 +1,10 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { App, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
-import {
-  CDK_APP_MODE_CONTEXT,
-  FAIL_SYNTH_ON_VALIDATION_ERRORS_CONTEXT,
-  VALIDATION_REPORT_FILE,
-} from 'aws-cdk-lib/cx-api';
+import { CDK_APP_MODE_CONTEXT, FAIL_SYNTH_ON_VALIDATION_ERRORS_CONTEXT } from 'aws-cdk-lib/cx-api';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { afterAll, describe, expect, it } from 'vitest';
 import { applyNagAcknowledgements } from '../../lib/infra/nag.js';
@@ -17,6 +13,7 @@ import { FUNCTION_STAGES, type FunctionStage, TUNING_STAGES } from '../../lib/in
 import { definitionOf, LOCAL_ENV, resolveIntrinsics } from '../../lib/local/definition.js';
 import { type PipelineConfigInput, parseConfig } from '../../lib/pipeline/config.js';
 import { MODEL_STAGES } from '../../lib/pipeline/schemas.js';
+import { nagFindings } from '../support/nag.js';
 import { tempDir } from '../support/temp.js';
 
 const HAIKU = 'anthropic.claude-3-haiku-20240307-v1:0';
@@ -146,25 +143,6 @@ function statesOf(resources: Resources) {
     induceStates: induceShards.ItemProcessor.States as Record<string, State>,
     judgeStates: judgeShards.ItemProcessor.States as Record<string, State>,
   };
-}
-
-/** AwsSolutions findings of a synthesized app, as `severity rule at paths`, read from the validation report. */
-function nagFindings(app: App): string[] {
-  const assembly = app.synth();
-  const reportFile = join(assembly.directory, VALIDATION_REPORT_FILE);
-  if (!existsSync(reportFile)) throw new Error('the validation plugins did not run');
-  const report = JSON.parse(readFileSync(reportFile, 'utf8')) as {
-    pluginReports: {
-      pluginName: string;
-      violations: { ruleName: string; severity: string; violatingConstructs: { constructPath: string }[] }[];
-    }[];
-  };
-  return report.pluginReports
-    .filter((r) => r.pluginName === 'AwsSolutions')
-    .flatMap((r) => r.violations)
-    .map(
-      (v) => `${v.severity} ${v.ruleName} at ${v.violatingConstructs.map((c) => c.constructPath).join(', ')}`,
-    );
 }
 
 /** Asset hashes change with every edit of a handler; the snapshot is about everything else. */
