@@ -145,7 +145,9 @@ function progressPrinter(write: (line: string) => void) {
       if (event.stage.startsWith('batch-')) {
         const what =
           event.stage === 'batch-plan'
-            ? `${event.records} jobs planned`
+            ? event.records > 0
+              ? `${event.records} jobs planned`
+              : `no batch jobs, on-demand (why: report.json batch.${event.shard}.reason)`
             : event.stage === 'batch-join'
               ? `${event.records} answers joined`
               : 'submitted';
