@@ -12,9 +12,10 @@ import { INTERMEDIATE_TAG } from '../pipeline/store/s3-store.js';
 import { tuningFormatOf } from '../reverse/formats.js';
 import { servingFor } from '../tuning/prepare.js';
 import { BatchInference } from './batch-inference.js';
+import { PipelineObservability } from './observability.js';
 import { PipelineStateMachine } from './pipeline-state-machine.js';
 import { ReverseTuning } from './reverse-tuning.js';
-import { FUNCTION_STAGES, type FunctionStage, StageFunction } from './stage-function.js';
+import { FUNCTION_STAGES, type FunctionStage, metricsServiceOf, StageFunction } from './stage-function.js';
 
 /**
  * How long a batch job's task-token record is kept: well past the longest job (168 h) and its wait, so the
@@ -100,6 +101,8 @@ export class PipelineStack extends Stack {
   readonly tuning: ReverseTuning;
   /** Bedrock batch inference; only in modes `batch` and `auto`. */
   readonly batch?: BatchInference;
+  /** The dashboard of the pipeline's stage metrics, functions and executions. */
+  readonly observability: PipelineObservability;
 
   constructor(scope: Construct, id: string, props: PipelineStackProps) {
     super(scope, id, props);
@@ -183,6 +186,20 @@ export class PipelineStack extends Stack {
     });
     this.batch?.allowTaskResponse(this.pipeline.stateMachine);
 
+    this.observability = new PipelineObservability(this, 'Observability', {
+      stateMachine: this.pipeline.stateMachine,
+      functions: {
+        ...Object.fromEntries(FUNCTION_STAGES.map((stage) => [stage, functions[stage].function])),
+        ...(this.batch
+          ? Object.fromEntries(
+              Object.entries(this.batch.functions).map(([stage, fn]) => [stage, fn.function]),
+            )
+          : {}),
+      },
+      service: metricsServiceOf(this),
+      batch: batchMode,
+    });
+
     new Rule(this, 'InputUploaded', {
       description: `Starts a pipeline run for each object created under ${INCOMING_PREFIX}`,
       eventPattern: {
@@ -206,6 +223,7 @@ export class PipelineStack extends Stack {
     new CfnOutput(this, 'ReverseTuningArn', { value: this.tuning.stateMachine.stateMachineArn });
     new CfnOutput(this, 'InduceModelParameter', { value: this.tuning.parameterName });
     new CfnOutput(this, 'StateMachineArn', { value: this.pipeline.stateMachine.stateMachineArn });
+    new CfnOutput(this, 'DashboardName', { value: this.observability.dashboard.dashboardName });
     if (this.batch) new CfnOutput(this, 'BatchRoleArn', { value: this.batch.serviceRole.roleArn });
   }
 }

@@ -19,9 +19,10 @@ import {
   TaskInput,
   Timeout,
 } from 'aws-cdk-lib/aws-stepfunctions';
-import { LambdaInvoke } from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { EventBridgePutEvents, LambdaInvoke } from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import type { PipelineConfig } from '../pipeline/config.js';
+import { RUN_COMPLETED } from '../pipeline/observability.js';
 import type { ModelStage } from '../pipeline/schemas.js';
 import type { FunctionStage } from './stage-function.js';
 
@@ -43,8 +44,8 @@ const TASK_TIMEOUT = Duration.minutes(15);
  * (`DuplicateEvent?`), drop duplicate texts across all shards (`DedupTexts`), run `Induce` over each
  * shard in an inline Map (`InduceShards`), drop duplicate instructions (`DedupInstructions`), run
  * `Filter -> Respond -> Evaluate` over each shard in a second inline Map (`JudgeShards`), then
- * `Merge`. A shard whose stage fails after its retries becomes a `ShardFailed` result and the run
- * goes on without it.
+ * `Merge`, and put a `Run Completed` event on the default bus (`RunCompleted`). A shard whose stage
+ * fails after its retries becomes a `ShardFailed` result and the run goes on without it.
  *
  * JSONPath and inline Map only: the local engine cannot run Distributed Map, JSONata or Assign.
  */
@@ -94,11 +95,17 @@ export class PipelineStateMachine extends Construct {
         error: 'ModelConfigError',
         cause: 'A stage cannot use its configured model; the failed task names the model and the problem.',
       }),
+      // A budget is the run's, not a shard's: stop the run with everything written kept, to resume.
+      budgetExceeded: new Fail(this, `${prefix}BudgetExceeded`, {
+        error: 'BudgetExceededError',
+        cause:
+          'A paid model call would have passed the run budget (--max-budget); what was written is kept to resume.',
+      }),
     });
     const modelTask = (
       stateId: string,
       fn: IFunction,
-      { shardFailed, modelUnusable }: ReturnType<typeof catchStates>,
+      { shardFailed, modelUnusable, budgetExceeded }: ReturnType<typeof catchStates>,
     ) =>
       new LambdaInvoke(this, stateId, {
         lambdaFunction: fn,
@@ -131,6 +138,7 @@ export class PipelineStateMachine extends Construct {
           jitterStrategy: JitterType.FULL,
         })
         .addCatch(modelUnusable, { errors: ['ModelConfigError'] })
+        .addCatch(budgetExceeded, { errors: ['BudgetExceededError'] })
         .addCatch(shardFailed, { errors: ['States.ALL'], resultPath: '$.error' });
 
     // Dedup compares records across every shard, so each pass is one task between the Maps.
@@ -319,6 +327,39 @@ export class PipelineStateMachine extends Construct {
       taskTimeout: Timeout.duration(TASK_TIMEOUT),
     }).addRetry(storeRetry);
 
+    // Tells whoever listens on the default bus that the run is done, with its key figures (the merge
+    // handler adds `completion` to Merge's output); ResultPath null keeps Merge's output as the execution's.
+    const runCompleted = EventBridgePutEvents.jsonPath(this, 'RunCompleted', {
+      entries: [
+        {
+          source: RUN_COMPLETED.source,
+          detailType: RUN_COMPLETED.detailType,
+          detail: TaskInput.fromObject({
+            runId: JsonPath.stringAt('$.runId'),
+            executionId: JsonPath.stringAt('$$.Execution.Id'),
+            status: JsonPath.stringAt('$.completion.status'),
+            pairs: JsonPath.numberAt('$.pairs'),
+            rejects: JsonPath.numberAt('$.rejects'),
+            inputRecords: JsonPath.numberAt('$.completion.inputRecords'),
+            failedShards: JsonPath.numberAt('$.completion.failedShards'),
+            calls: JsonPath.numberAt('$.completion.calls'),
+            costUsd: JsonPath.numberAt('$.completion.costUsd'),
+            mode: JsonPath.stringAt('$.completion.mode'),
+            reportKey: JsonPath.stringAt('$.reportKey'),
+          }),
+        },
+      ],
+      resultPath: JsonPath.DISCARD,
+    })
+      // A notice that cannot be sent fails the execution visibly; a redrive sends it without redoing the run.
+      .addRetry({
+        errors: ['States.ALL'],
+        interval: Duration.seconds(2),
+        backoffRate: 2,
+        maxAttempts: 3,
+        jitterStrategy: JitterType.FULL,
+      });
+
     const duplicate = new Choice(this, 'DuplicateEvent', { stateName: 'DuplicateEvent?' })
       .when(Condition.booleanEquals('$.duplicate', true), new Succeed(this, 'AlreadyStarted'))
       .otherwise(
@@ -329,7 +370,8 @@ export class PipelineStateMachine extends Construct {
           .next(induceShards)
           .next(dedupTask('DedupInstructions', 'instruction', '$.instructions'))
           .next(judgeStages)
-          .next(merge),
+          .next(merge)
+          .next(runCompleted),
       );
 
     this.logGroup = new LogGroup(this, 'Logs', {

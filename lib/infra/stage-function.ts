@@ -1,14 +1,15 @@
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Aws, Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Aws, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import { PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
 import { LogLevel, NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IBucket } from 'aws-cdk-lib/aws-s3';
-import { Construct } from 'constructs';
+import { Construct, type IConstruct } from 'constructs';
 import { ENV_KEYS } from '../pipeline/env.js';
 import { CALL_CACHE_PREFIX, INCOMING_PREFIX, runPrefix } from '../pipeline/keys.js';
+import { METRICS_NAMESPACE, POWERTOOLS_ENV } from '../pipeline/observability.js';
 import { MODEL_STAGES } from '../pipeline/schemas.js';
 
 /** Every stage that runs as a Lambda function, in pipeline order. */
@@ -115,9 +116,16 @@ export interface StageFunctionProps {
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 /**
+ * The `service` of a stack's logs and metrics: its name, so two deployments in one account keep their
+ * metrics apart; the dashboard reads the metrics under it.
+ */
+export const metricsServiceOf = (scope: IConstruct): string => Stack.of(scope).stackName;
+
+/**
  * One pipeline stage as a Lambda function, with every default in one place: nodejs22.x on arm64,
- * X-Ray tracing, its own log group, an ESM bundle with source maps, the stage environment and
- * least-privilege access to the run bucket.
+ * X-Ray tracing, its own log group (where its JSON logs and EMF metrics go: no PutMetricData grant),
+ * an ESM bundle with source maps, the stage and Powertools environment and least-privilege access to
+ * the run bucket.
  */
 export class StageFunction extends Construct {
   /** The Lambda function. */
@@ -159,6 +167,9 @@ export class StageFunction extends Construct {
       environment: {
         [ENV_KEYS.stage]: props.stage,
         [ENV_KEYS.bucket]: props.bucket.bucketName,
+        // Powertools' structured logs and EMF metrics (lib/pipeline/observability.ts).
+        [POWERTOOLS_ENV.service]: metricsServiceOf(this),
+        [POWERTOOLS_ENV.namespace]: METRICS_NAMESPACE,
         NODE_OPTIONS: '--enable-source-maps',
       },
       bundling: {

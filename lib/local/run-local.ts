@@ -4,18 +4,27 @@ import { basename, join, resolve } from 'node:path';
 import { StateMachine } from 'aws-local-stepfunctions';
 import type { BatchService } from '../pipeline/batch/batch-service.js';
 import { LocalBatchService } from '../pipeline/batch/local-batch.js';
+import { Budget } from '../pipeline/budget.js';
 import { type PipelineConfig, parseConfig } from '../pipeline/config.js';
 import type { StageDeps } from '../pipeline/deps.js';
 import { InputError, LocalEngineError } from '../pipeline/errors.js';
 import { CARD_MARK } from '../pipeline/export/dataset-card.js';
-import { configKey, INCOMING_PREFIX, markerKey, runPrefix } from '../pipeline/keys.js';
+import { configKey, INCOMING_PREFIX, markerKey, runPrefix, shardStatsKey } from '../pipeline/keys.js';
 import type { CallCache } from '../pipeline/models/call-cache.js';
 import { GovernorPool } from '../pipeline/models/governor-pool.js';
 import { ModelRegistry } from '../pipeline/models/registry.js';
 import { type ParameterStore, StoreParameterStore } from '../pipeline/parameters.js';
 import { runIdFor } from '../pipeline/records.js';
-import { MergeResult, MODEL_STAGES, RunMarker, SplitResult } from '../pipeline/schemas.js';
+import {
+  MergeResult,
+  MODEL_STAGES,
+  type ModelStage,
+  RunMarker,
+  SplitResult,
+  StageStats,
+} from '../pipeline/schemas.js';
 import { FsStore } from '../pipeline/store/fs-store.js';
+import { toJsonl } from '../pipeline/store/store.js';
 import { LOCAL_ENV } from './definition.js';
 import { EVENT_HANDLED_STAGES, STAGE_HANDLERS, TUNING_HANDLERS } from './handlers.js';
 import { synthesizePipeline } from './synth.js';
@@ -29,6 +38,10 @@ export type ProgressEvent =
       readonly shard: string;
       readonly records: number;
       readonly ms: number;
+      /** A model stage's shard: records it took in, calls it paid, and their dollars. */
+      readonly in?: number;
+      readonly calls?: number;
+      readonly costUsd?: number;
     }
   | {
       readonly type: 'stage-error';
@@ -60,6 +73,8 @@ export interface LocalRunOptions {
   readonly retryIntervalMs?: number;
   /** Runs batch jobs in modes `batch` and `auto`; default the emulator, answering with the stage's model. */
   readonly batch?: BatchService;
+  /** Stops the run before a paid call would pass this many dollars; a resumed run counts what it paid before. */
+  readonly maxBudgetUsd?: number;
 }
 
 /** Where a local run's outputs went, and their counts. */
@@ -95,6 +110,26 @@ function lambdaTaskStates(states: Json, into: string[] = [], waiting = false): s
   return into;
 }
 
+/** Every Task state that puts events on EventBridge (the `Run Completed` notice), inside Maps and Parallels too. */
+function putEventsTaskStates(states: Json, into: string[] = []): string[] {
+  for (const [name, state] of Object.entries(states) as [string, Json][]) {
+    if (state.Type === 'Task' && String(state.Resource).endsWith(':states:::events:putEvents'))
+      into.push(name);
+    const processor = (state.ItemProcessor ?? state.Iterator) as Json | undefined;
+    if (processor) putEventsTaskStates(processor.States as Json, into);
+    for (const branch of (state.Branches as Json[] | undefined) ?? [])
+      putEventsTaskStates(branch.States as Json, into);
+  }
+  return into;
+}
+
+/** An event the definition put on EventBridge, as the local engine recorded it instead. */
+export interface LocalEvent {
+  readonly source: string;
+  readonly detailType: string;
+  readonly detail: unknown;
+}
+
 /** What an execution of the synthesized definition needs locally. */
 export interface LocalExecutionOptions {
   readonly store: FsStore;
@@ -114,6 +149,10 @@ export interface LocalExecutionOptions {
   readonly retryIntervalMs?: number;
   /** Runs batch jobs; default the emulator, answering with the stage's model. */
   readonly batch?: BatchService;
+  /** The run's budget, shared by all its shards. */
+  readonly budget?: Budget;
+  /** Gets each event the definition puts on EventBridge; they are also kept under `events/` in the store. */
+  readonly onEvent?: (event: LocalEvent) => void;
 }
 
 /**
@@ -148,6 +187,7 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
       governors,
       parameters: options.parameters ?? new StoreParameterStore(store),
       batch,
+      budget: options.budget,
     };
     handlers.set(
       arn,
@@ -197,6 +237,7 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
           shard,
           records: batchCount(result) ?? (result as { records?: number }).records ?? 0,
           ms: Date.now() - started,
+          ...(await shardFigures(store, fn.stage, Payload)),
         });
       return { StatusCode: 200, Payload: result } as never;
     } catch (error) {
@@ -205,6 +246,7 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
       // Every batch step has a Catch: its errors send calls on-demand and fail nothing.
       if (
         name === 'ModelConfigError' ||
+        name === 'BudgetExceededError' ||
         !(MODEL_STAGES as readonly string[]).concat('batch').includes(fn.stage)
       )
         fatal ??= error as Error;
@@ -214,6 +256,19 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
     }
   };
 
+  // No event bus here: an event the definition puts is recorded under events/<execution>.jsonl and handed to
+  // onEvent, and the task answers as PutEvents does.
+  const putEvents = async (request: unknown) => {
+    const entries = (request as { Entries: { Source: string; DetailType: string; Detail: unknown }[] })
+      .Entries;
+    const events = entries.map((e) => ({ source: e.Source, detailType: e.DetailType, detail: e.Detail }));
+    await store.put(`events/${options.executionName}.jsonl`, toJsonl(events));
+    for (const event of events) options.onEvent?.(event);
+    return {
+      Entries: events.map((_, i) => ({ EventId: `local-${options.executionName}-${i}` })),
+      FailedEntryCount: 0,
+    };
+  };
   const taskStates = lambdaTaskStates(definition.States as Json);
   const waitStates = new Set(lambdaTaskStates(definition.States as Json, [], true));
   const executionId = `arn:${LOCAL_ENV.partition}:states:${LOCAL_ENV.region}:${LOCAL_ENV.account}:execution:SaferInstruct:${options.executionName}`;
@@ -221,14 +276,19 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
   const execution = machine.run(options.input as never, {
     overrides: {
       // A task that waits for a token gets the callback's output; the emulator's submit returns it at once.
-      taskResourceLocalHandlers: Object.fromEntries(
-        taskStates.map((name) => [
-          name,
-          waitStates.has(name)
-            ? async (request: unknown) => ((await invoke(request)) as { Payload: never }).Payload
-            : invoke,
-        ]),
-      ),
+      taskResourceLocalHandlers: {
+        ...Object.fromEntries(
+          taskStates.map((name) => [
+            name,
+            waitStates.has(name)
+              ? async (request: unknown) => ((await invoke(request)) as { Payload: never }).Payload
+              : invoke,
+          ]),
+        ),
+        ...Object.fromEntries(
+          putEventsTaskStates(definition.States as Json).map((name) => [name, putEvents]),
+        ),
+      },
       ...(options.retryIntervalMs === undefined
         ? {}
         : {
@@ -255,6 +315,16 @@ export async function executeLocally(options: LocalExecutionOptions): Promise<Re
     while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
     throw fatal ?? error;
   })) as Json;
+}
+
+/** A model stage's figures for one shard, from the stats it just wrote: records in, calls paid, dollars. */
+async function shardFigures(store: FsStore, stage: string, payload: unknown) {
+  const { runId, shard } = payload as { runId?: string; shard?: string };
+  if (!MODEL_STAGES.includes(stage as ModelStage) || !runId || !shard) return {};
+  const text = await store.tryGet(shardStatsKey(runId, shard, stage as ModelStage));
+  if (text === undefined) return {};
+  const stats = StageStats.parse(JSON.parse(text));
+  return { in: stats.in, calls: stats.calls, costUsd: stats.costUsd };
 }
 
 /** What a batch step's progress counts: the jobs a plan made, or the answers a join put in the cache. */
@@ -288,6 +358,12 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
   const store = new FsStore(join(outDir, 'store'));
   const start = options.resume ? await resumed(store, options.resume, outDir) : await fresh(store, options);
 
+  const budget =
+    options.maxBudgetUsd === undefined
+      ? undefined
+      : options.resume
+        ? await Budget.resumeFrom(store, options.resume, options.maxBudgetUsd)
+        : new Budget(options.maxBudgetUsd);
   const owned = options.registry ? undefined : new ModelRegistry();
   try {
     const output = await executeLocally({
@@ -301,6 +377,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
       onProgress: options.onProgress,
       retryIntervalMs: options.retryIntervalMs,
       batch: options.batch,
+      budget,
     });
     if (output.duplicate === true) {
       const runId = String(output.runId);

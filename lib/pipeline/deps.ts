@@ -2,6 +2,7 @@ import { BedrockClient } from '@aws-sdk/client-bedrock';
 import { S3Client } from '@aws-sdk/client-s3';
 import type { BatchService } from './batch/batch-service.js';
 import { BedrockBatchService } from './batch/bedrock-batch.js';
+import type { Budget } from './budget.js';
 import { loadEnv } from './env.js';
 import { ConfigError } from './errors.js';
 import { CallCache } from './models/call-cache.js';
@@ -34,6 +35,11 @@ export interface StageDeps {
     readonly key: string;
     readonly request: GenerateRequest | JudgeRequest<unknown>;
   }) => void;
+  /**
+   * The run's spending limit, shared by every shard of a local execution: each paid call reserves its
+   * worst-case cost first and is not made when that would pass the limit. Absent, spending is unlimited.
+   */
+  readonly budget?: Budget;
 }
 
 let processDeps: StageDeps | undefined;

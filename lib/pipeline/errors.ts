@@ -91,3 +91,11 @@ export class BatchSubmitError extends Error {
 export class BatchJobEndedError extends Error {
   override name = 'BatchJobEndedError';
 }
+
+/**
+ * A paid model call would take the run past its budget (`run --max-budget`). The call is not made; the
+ * execution stops, and what it wrote stays, to resume with a higher budget.
+ */
+export class BudgetExceededError extends Error {
+  override name = 'BudgetExceededError';
+}

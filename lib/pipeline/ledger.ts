@@ -1,42 +1,38 @@
 import type { PipelineConfig } from './config.js';
 import type { Usage } from './models/model-client.js';
+import { listPriceOf } from './prices.js';
 import type { StageStats } from './schemas.js';
 
-/** On-demand USD per 1,000 tokens for common Bedrock models (us-east-1 list prices). */
-export const PRICES: Readonly<Record<string, { inputPer1k: number; outputPer1k: number }>> = {
-  'anthropic.claude-3-haiku-20240307-v1:0': { inputPer1k: 0.00025, outputPer1k: 0.00125 },
-  'anthropic.claude-3-5-haiku-20241022-v1:0': { inputPer1k: 0.0008, outputPer1k: 0.004 },
-  'anthropic.claude-3-5-sonnet-20240620-v1:0': { inputPer1k: 0.003, outputPer1k: 0.015 },
-  'anthropic.claude-3-5-sonnet-20241022-v2:0': { inputPer1k: 0.003, outputPer1k: 0.015 },
-  'amazon.nova-micro-v1:0': { inputPer1k: 0.000035, outputPer1k: 0.00014 },
-  'amazon.nova-lite-v1:0': { inputPer1k: 0.00006, outputPer1k: 0.00024 },
-  'amazon.nova-pro-v1:0': { inputPer1k: 0.0008, outputPer1k: 0.0032 },
-  'meta.llama3-1-8b-instruct-v1:0': { inputPer1k: 0.00022, outputPer1k: 0.00022 },
-  'meta.llama3-1-70b-instruct-v1:0': { inputPer1k: 0.00072, outputPer1k: 0.00072 },
-  'mistral.mistral-large-2407-v1:0': { inputPer1k: 0.002, outputPer1k: 0.006 },
-};
-
-const INFERENCE_PROFILE_PREFIX = /^(us|eu|apac|global|jp|au|ca|us-gov)\./;
+export { type InfraUsage, infraCostOf, PRICE_TABLE, perPairUsd } from './prices.js';
 
 /** The price of a model, from the config first, then the built-in table; in-process models cost 0. */
-export function priceOf(modelId: string, config: Pick<PipelineConfig, 'prices'>) {
-  return (
-    config.prices[modelId] ??
-    PRICES[modelId] ??
-    PRICES[modelId.replace(INFERENCE_PROFILE_PREFIX, '')] ?? { inputPer1k: 0, outputPer1k: 0 }
-  );
+export function priceOf(
+  modelId: string,
+  config: Pick<PipelineConfig, 'prices'>,
+): { inputPer1k: number; outputPer1k: number } {
+  const price = config.prices[modelId] ?? listPriceOf(modelId);
+  return price
+    ? { inputPer1k: price.inputPer1k, outputPer1k: price.outputPer1k }
+    : { inputPer1k: 0, outputPer1k: 0 };
 }
 
 /**
- * The batch price of a model: the config's batch prices, else its on-demand price times
- * `batch.priceFactor` (Bedrock bills batch inference at about half the on-demand price).
+ * The batch price of a model: the config's batch prices; else, for a model the config prices without
+ * batch prices, its on-demand price times `batch.priceFactor`; else the table's batch price where Bedrock
+ * lists one; else the table's on-demand price times `batch.priceFactor`.
  */
-export function batchPriceOf(modelId: string, config: Pick<PipelineConfig, 'prices' | 'batch'>) {
-  const price = priceOf(modelId, config);
+export function batchPriceOf(
+  modelId: string,
+  config: Pick<PipelineConfig, 'prices' | 'batch'>,
+): { inputPer1k: number; outputPer1k: number } {
   const configured = config.prices[modelId];
+  // A configured on-demand price overrides the table, and the table's batch price with it.
+  const listed = configured ? undefined : listPriceOf(modelId);
+  const price = priceOf(modelId, config);
+  const factor = config.batch.priceFactor;
   return {
-    inputPer1k: configured?.batchInputPer1k ?? price.inputPer1k * config.batch.priceFactor,
-    outputPer1k: configured?.batchOutputPer1k ?? price.outputPer1k * config.batch.priceFactor,
+    inputPer1k: configured?.batchInputPer1k ?? listed?.batchInputPer1k ?? price.inputPer1k * factor,
+    outputPer1k: configured?.batchOutputPer1k ?? listed?.batchOutputPer1k ?? price.outputPer1k * factor,
   };
 }
 

@@ -223,7 +223,7 @@ export const MergeResult = z.object({
   pairsKey: z.string(),
   rejectsKey: z.string(),
   reportKey: z.string(),
-  /** The exports: each JSONL format, Parquet, and the dataset card. */
+  /** The exports: each JSONL format, Parquet, the dataset card and report.html. */
   exportKeys: z.array(z.string()).default([]),
 });
 export type MergeResult = z.infer<typeof MergeResult>;

@@ -397,7 +397,7 @@ describe('PipelineStack trigger', () => {
 });
 
 describe('PipelineStack state machine', () => {
-  it('runs Split, skips duplicates, dedups texts, maps Induce, dedups instructions, maps the judges, then Merge', () => {
+  it('runs Split, skips duplicates, dedups texts, maps Induce, dedups instructions, maps the judges, then Merge, then announces the run', () => {
     // Prepare
     const { resources } = mixed();
 
@@ -415,6 +415,7 @@ describe('PipelineStack state machine', () => {
         'InduceShards',
         'JudgeShards',
         'Merge',
+        'RunCompleted',
         'Split',
       ].sort(),
     );
@@ -435,9 +436,14 @@ describe('PipelineStack state machine', () => {
     expect(definition.States.InduceShards).toMatchObject({ Type: 'Map', Next: 'DedupInstructions' });
     expect(definition.States.DedupInstructions).toMatchObject({ Type: 'Task', Next: 'JudgeShards' });
     expect(definition.States.JudgeShards).toMatchObject({ Type: 'Map', Next: 'Merge' });
-    expect(Object.keys(induceStates).sort()).toEqual(['Induce', 'InduceModelUnusable', 'InduceShardFailed']);
+    expect(Object.keys(induceStates).sort()).toEqual([
+      'Induce',
+      'InduceBudgetExceeded',
+      'InduceModelUnusable',
+      'InduceShardFailed',
+    ]);
     expect(Object.keys(judgeStates).sort()).toEqual(
-      [...JUDGE_TASKS, 'JudgeModelUnusable', 'JudgeShardFailed'].sort(),
+      [...JUDGE_TASKS, 'JudgeBudgetExceeded', 'JudgeModelUnusable', 'JudgeShardFailed'].sort(),
     );
   });
 
@@ -511,7 +517,7 @@ describe('PipelineStack state machine', () => {
     }
   });
 
-  it('retries each model task on throttling with full jitter, then catches any error into ShardFailed', () => {
+  it('retries each model task on throttling with full jitter, fails the run on an unusable model or a spent budget, and catches any other error into ShardFailed', () => {
     // Prepare
     const { resources } = mixed();
 
@@ -556,6 +562,7 @@ describe('PipelineStack state machine', () => {
         );
         expect(task.Catch).toEqual([
           { ErrorEquals: ['ModelConfigError'], Next: `${prefix}ModelUnusable` },
+          { ErrorEquals: ['BudgetExceededError'], Next: `${prefix}BudgetExceeded` },
           { ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: `${prefix}ShardFailed` },
         ]);
         expect(itemStates[`${prefix}ModelUnusable`]).toMatchObject({
@@ -580,7 +587,7 @@ describe('PipelineStack state machine', () => {
     // Assess
     expect(definition.States.Merge).toMatchObject({
       Type: 'Task',
-      End: true,
+      Next: 'RunCompleted',
       OutputPath: '$.Payload',
       TimeoutSeconds: 900,
       Parameters: {

@@ -4,9 +4,12 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../lib/cli/main.js';
+import { runLocal } from '../../lib/local/run-local.js';
 import type { Pair, Reject } from '../../lib/pipeline/schemas.js';
 import { type BedrockFake, preferFakeAnswers, startBedrockFake } from '../support/bedrock-fake.js';
 import { captured } from '../support/cli.js';
+import { FakeModel, fakeRegistry } from '../support/fake-model.js';
+import { fakeConfig } from '../support/pipeline.js';
 import { tempDir } from '../support/temp.js';
 
 const run = promisify(execFile);
@@ -188,5 +191,64 @@ describe('safer-instruct run with bad arguments', () => {
     expect(result.err).toMatch(
       /^model {5}loading llama:\/nonexistent\/model\.gguf\nsafer-instruct: .*\/nonexistent\/model\.gguf[^\n]*\n$/,
     );
+  });
+});
+
+describe('safer-instruct status, submit and fetch', () => {
+  it('prints where a local run stands, stage by stage, on stdout', async () => {
+    // Prepare
+    const outDir = tempDir();
+    const { runId } = await runLocal({
+      input: fixture,
+      outDir,
+      config: fakeConfig({ shardSize: 20, quality: { lengths: { rejected: { max: 2000 } } } }),
+      registry: fakeRegistry(new FakeModel()),
+      retryIntervalMs: 0,
+    });
+
+    // Act
+    const result = await cli('status', runId, '--out', outDir);
+
+    // Assess
+    expect(result.code).toBe(0);
+    expect(result.out).toMatch(new RegExp(`^run {7}${runId} \\(.*/store/runs/${runId}/\\)$`, 'm'));
+    expect(result.out).toMatch(/^state {5}succeeded$/m);
+    expect(result.out).toMatch(/^split {5}3\/3 shards, 62 records, 57 kept$/m);
+    expect(result.out).toMatch(/^induce {4}3\/3 shards, 56\/56 records, 56 kept, 56 calls, \$0\.\d{4}$/m);
+    expect(result.out).toMatch(/^merge {5}56 pairs, 6 rejects$/m);
+    expect(result.out).toMatch(/^total {5}224 calls, \$0\.\d{4}$/m);
+  });
+
+  it('names an input file that does not exist before asking AWS anything', async () => {
+    const result = await cli('submit', '/nonexistent/input.jsonl', '--stack', 'SaferInstruct');
+
+    expect(result.code).toBe(1);
+    expect(result.err).toBe('safer-instruct: /nonexistent/input.jsonl: no such file\n');
+  });
+
+  it('lists the remote commands in the usage', async () => {
+    const result = await cli('--help');
+
+    expect(result.out).toMatch(/safer-instruct submit <input\.jsonl\|input\.csv> --stack <name>/);
+    expect(result.out).toMatch(/safer-instruct status <runId> \(--out <dir> \| --stack <name>/);
+    expect(result.out).toMatch(/safer-instruct fetch <runId> --stack <name> --out <dir>/);
+  });
+
+  it.each([
+    [['submit', fixture], /--stack <name> is required/],
+    [['submit', fixture, '--stack', 's', '--out', 'o'], /submit takes no --out/],
+    [['submit', '--stack', 's'], /submit takes one input file/],
+    [['status', 'r-1'], /status reads a local run folder \(--out <dir>\) or a deployed stack/],
+    [['status', 'r-1', '--out', 'o', '--stack', 's'], /status reads a local run folder/],
+    [['status', 'r-1', '--out', 'o', '--region', 'us-east-1'], /--region goes with --stack/],
+    [['status', 'r-1', '--out', 'o', '--no-follow'], /status takes no --no-follow/],
+    [['fetch', 'r-1', '--stack', 's'], /--out <dir> is required/],
+    [['fetch', '--stack', 's', '--out', 'o'], /fetch takes one run id/],
+  ])('explains usage for %j', async (args, message) => {
+    const result = await cli(...args);
+
+    expect(result.code).toBe(2);
+    expect(result.err).toMatch(message);
+    expect(result.err).toMatch(new RegExp(`try: safer-instruct ${args[0]} --help`));
   });
 });

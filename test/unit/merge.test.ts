@@ -396,6 +396,7 @@ describe('merge curation and exports', () => {
       'nova-dpo.jsonl',
       'pairs.parquet',
       'README.md',
+      'report.html',
     ]);
     for (const format of Object.values(EXPORT_FORMATS)) {
       const rows = await readJsonl(store, outputKey(runId, format.file));
@@ -411,5 +412,12 @@ describe('merge curation and exports', () => {
     expect(card).toMatch(/^---\n/);
     expect(card).toContain(runId);
     expect(card).toContain('nova-dpo.jsonl');
+    const html = await store.get(outputKey(runId, 'report.html'));
+    expect(html).toMatch(/^<!DOCTYPE html>/);
+    expect(html).toContain(runId);
+    for (const chart of ['funnel', 'cost', 'scores-filter', 'scores-evaluate'])
+      expect(html).toContain(`<svg id="${chart}"`);
+    const report = JSON.parse(await store.get(outputKey(runId, 'report.json')));
+    expect(report.exports).toEqual(result.exportKeys);
   });
 });

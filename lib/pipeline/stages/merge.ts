@@ -6,6 +6,7 @@ import { parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
 import { AccountingError } from '../errors.js';
 import { NO_CATEGORY } from '../export/dataset-card.js';
+import { REPORT_HTML_FILE, ReportTally, renderReportHtml } from '../export/report-html.js';
 import { writeExports } from '../export/write-exports.js';
 import {
   configKey,
@@ -227,9 +228,9 @@ export const toPair = (record: RespondedRecord): Pair => ({
  * The last stage: gathers every shard's pairs and rejects into the run's outputs, turns the
  * records of failed shards into rejects, caps pairs that share a near-identical chosen response,
  * checks that every input record is accounted for exactly once, measures the chosen responses, and
- * writes the exports, the dataset card and report.json (last). The report adds what the stages' batch
- * jobs did and cost to what they paid on-demand. Outputs are streamed: only one shard's
- * records are held at a time, plus a MinHash signature per pair for the cap.
+ * writes the exports, the dataset card, report.html and report.json (last). The report adds what the
+ * stages' batch jobs did and cost to what they paid on-demand. Outputs are streamed: only one shard's
+ * records are held at a time, plus a MinHash signature per pair for the cap and report.html's samples.
  */
 export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeResult> {
   const { store } = deps;
@@ -259,9 +260,12 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
     seen.add(id);
   };
   let rejectCount = 0;
+  // Gathers report.html's histograms and samples on the way, holding counts and a few pairs, never all.
+  const tally = new ReportTally();
   const counted = (reject: Reject): Reject => {
     count(reject.id);
     rejectCount++;
+    tally.addReject(reject);
     const byReason = rejectsByStage[reject.stage] ?? {};
     byReason[reject.reason] = (byReason[reject.reason] ?? 0) + 1;
     rejectsByStage[reject.stage] = byReason;
@@ -335,6 +339,7 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
       if (stockRefusal(pair.chosen)) stockRefusals++;
       const category = pair.category ?? NO_CATEGORY;
       categories[category] = (categories[category] ?? 0) + 1;
+      tally.addPair(pair);
       yield pair;
     }
   }
@@ -426,7 +431,7 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
       balanced: true,
     },
   };
-  const exportKeys = await writeExports(store, runId, allPairs, {
+  const dataExportKeys = await writeExports(store, runId, allPairs, {
     runId,
     created: report.finishedAt,
     input: { key: manifest.inputKey, records: manifest.records },
@@ -446,6 +451,9 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
       topChosen: [...diversity.top],
     },
   });
+  const htmlKey = outputKey(runId, REPORT_HTML_FILE);
+  await store.put(htmlKey, renderReportHtml({ ...report, ...tally.figures() }));
+  const exportKeys = [...dataExportKeys, htmlKey];
   // Written last: a report names outputs that all exist.
   await store.put(
     keys.reportKey,

@@ -1,9 +1,10 @@
 import type { z } from 'zod';
+import { recordUnfinishedSpend, worstCaseUsd } from '../budget.js';
 import { type PipelineConfig, parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
 import { JudgeAnswerError, ModelConfigError, ModelRefusedError, ModelRequestError } from '../errors.js';
 import { configKey, markerKey, shardKey, shardRejectsKey, shardStatsKey } from '../keys.js';
-import { emptyStats, priceOf } from '../ledger.js';
+import { costOf, emptyStats, priceOf } from '../ledger.js';
 import { type CachedCall, callKey } from '../models/call-cache.js';
 import { callEntry, governedBy, identityOf, mapLimit, meterInto } from '../models/calls.js';
 import type { GenerateRequest, JudgeRequest, ModelClient } from '../models/model-client.js';
@@ -112,7 +113,17 @@ export async function runShardStage<I extends { id: string; source: string; line
         throw new DeferredCall(key);
       }
     }
-    const entry = await callEntry(invoke);
+    // Only a call about to be paid meets the budget: cached and collected ones cost nothing here.
+    const hold = deps.budget?.reserve(worstCaseUsd(request, price));
+    let entry: CachedCall;
+    try {
+      entry = await callEntry(invoke);
+    } catch (error) {
+      // A failed call was not billed (throttled, refused at the door) or cannot say what it cost.
+      hold?.release();
+      throw error;
+    }
+    hold?.settle(costOf(entry.usage, price));
     meter(entry.usage);
     if (cache && key) {
       counted.add(key);
@@ -175,13 +186,17 @@ export async function runShardStage<I extends { id: string; source: string; line
       return await spec.handle(record, ctx);
     } catch (error) {
       if (error instanceof DeferredCall) return new Rejection('deferred', '');
-      // Per-record failures become rejects; throttling, outages and bugs fail the shard for Retry.
+      // Per-record failures become rejects; throttling, outages, the budget and bugs fail the shard.
       if (error instanceof ModelRefusedError)
         return new Rejection('model-refused', error.message.slice(0, 300));
       if (error instanceof ModelRequestError)
         return new Rejection('model-request-error', error.message.slice(0, 300));
       throw error;
     }
+  }).catch(async (error: unknown) => {
+    // The stats are written only when the stage finishes: keep what this attempt paid for a resumed budget.
+    await recordUnfinishedSpend(store, runId, shard, spec.stage, stats.costUsd);
+    throw error;
   });
 
   // Collecting for a batch job writes nothing: the stage runs for real once the answers are cached.
