@@ -47,7 +47,9 @@ const firstLine = (error: unknown): string =>
   ((error as { message?: string })?.message ?? String(error)).split('\n')[0] || 'unknown error';
 
 const grouped = (n: number) => Math.round(n).toLocaleString('en-US');
-const dollars = (n: number | null) => (n === null ? '-' : `$${n.toFixed(n >= 100 ? 2 : 4)}`);
+// Two significant digits below a cent: a per-record cost is often a few millionths of a dollar.
+const dollars = (n: number | null) =>
+  n === null ? '-' : `$${n >= 100 ? n.toFixed(2) : n >= 0.01 || n === 0 ? n.toFixed(4) : n.toPrecision(2)}`;
 
 /** The estimate as a table: a row per model stage, then the totals and what they rest on. */
 export function renderEstimate(estimate: RunEstimate): string {

@@ -9,6 +9,7 @@ import { BATCH_OUTPUT_PREFIX, BATCH_TOKENS_PREFIX, batchKey } from '../pipeline/
 import type { PipelineConfig } from '../pipeline/config.js';
 import { ENV_KEYS } from '../pipeline/env.js';
 import { runPrefix } from '../pipeline/keys.js';
+import { FUNCTION_MEMORY_MB } from '../pipeline/prices.js';
 import type { ModelStage } from '../pipeline/schemas.js';
 import {
   type BatchStage,
@@ -114,7 +115,11 @@ export class BatchInference extends Construct {
       );
 
     // Planning reads every shard of a stage and writes its job inputs; joining parses whole job outputs.
-    const batch = new StageFunction(this, 'Batch', { stage: 'batch', bucket, memorySize: 2048 });
+    const batch = new StageFunction(this, 'Batch', {
+      stage: 'batch',
+      bucket,
+      memorySize: FUNCTION_MEMORY_MB.batch,
+    });
     batch.allowCallCache(bucket);
     batch.role.addToPrincipalPolicy(
       new PolicyStatement({ actions: ['s3:PutObject'], resources: [bucket.arnForObjects(BATCH_TOKEN_KEYS)] }),
@@ -155,7 +160,7 @@ export class BatchInference extends Construct {
       stage: 'batch-callback',
       bucket,
       accessesRuns: false,
-      memorySize: 512,
+      memorySize: FUNCTION_MEMORY_MB['batch-callback'],
       timeout: Duration.minutes(1),
     });
     callback.role.addToPrincipalPolicy(

@@ -7,6 +7,7 @@ import { BATCH_OUTPUT_PREFIX, BATCH_TOKENS_PREFIX } from '../pipeline/batch/batc
 import type { PipelineConfig } from '../pipeline/config.js';
 import { ConfigError } from '../pipeline/errors.js';
 import { INCOMING_PREFIX } from '../pipeline/keys.js';
+import { DEFAULT_FUNCTION_MEMORY_MB, FUNCTION_MEMORY_MB } from '../pipeline/prices.js';
 import { MODEL_STAGES } from '../pipeline/schemas.js';
 import { INTERMEDIATE_TAG } from '../pipeline/store/s3-store.js';
 import { tuningFormatOf } from '../reverse/formats.js';
@@ -153,7 +154,7 @@ export class PipelineStack extends Stack {
         bucket: this.bucket,
         readsIncoming: stage === 'split',
         // Dedup holds a MinHash signature per record of the run, and merge one per pair; CPU scales too.
-        ...(stage === 'dedup' ? { memorySize: 3008 } : stage === 'merge' ? { memorySize: 2048 } : {}),
+        memorySize: FUNCTION_MEMORY_MB[stage] ?? DEFAULT_FUNCTION_MEMORY_MB,
       });
     const functions = Object.fromEntries(
       FUNCTION_STAGES.map((stage) => [stage, stageFunction(stage)]),

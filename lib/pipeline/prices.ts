@@ -78,6 +78,16 @@ export function infraCostOf(usage: InfraUsage): number {
   );
 }
 
+/** Memory of the deployed functions in MB, by stage: CDK sizes them so, and the ledger prices them so. */
+export const FUNCTION_MEMORY_MB: Readonly<Record<string, number>> = {
+  dedup: 3008,
+  merge: 2048,
+  batch: 2048,
+  'batch-callback': 512,
+};
+/** The memory of a stage function that FUNCTION_MEMORY_MB does not name. */
+export const DEFAULT_FUNCTION_MEMORY_MB = 1024;
+
 /** Dollars per pair; null when there are no pairs to share the cost. */
 export const perPairUsd = (totalUsd: number, pairs: number): number | null =>
   pairs > 0 ? totalUsd / pairs : null;

@@ -10,6 +10,7 @@ import { AccountingError } from '../../lib/pipeline/errors.js';
 import { EXPORT_FORMATS } from '../../lib/pipeline/export/formats.js';
 import { readParquetRows } from '../../lib/pipeline/export/parquet.js';
 import { outputKey, shardKey } from '../../lib/pipeline/keys.js';
+import { infraCostOf, PRICE_TABLE } from '../../lib/pipeline/prices.js';
 import { MODEL_STAGES, type Pair, type Reject, type StageStats } from '../../lib/pipeline/schemas.js';
 import { evaluate } from '../../lib/pipeline/stages/evaluate.js';
 import { filter } from '../../lib/pipeline/stages/filter.js';
@@ -292,6 +293,24 @@ describe('merge batch figures', () => {
     expect(report.modes['on-demand']).toEqual(paidOnDemand(report.stages));
     expect(MODEL_STAGES.map((s) => report.stages[s].batchCostUsd)).toEqual([0, 0, 0, 0]);
     expect(report.totals.costUsd).toBeCloseTo(report.modes['on-demand'].costUsd, 10);
+  });
+
+  it('reports what the run cost in all, with its serverless part and per kept pair, at a named price table', async () => {
+    // Prepare
+    const { store, deps, runId } = await prepareRun('on-demand');
+
+    // Act
+    await merge({ runId }, deps);
+
+    // Assess
+    const { cost, totals, pairs } = JSON.parse(await store.get(outputKey(runId, 'report.json')));
+    expect(cost.priceTable).toBe(PRICE_TABLE.version);
+    expect(cost.modelsUsd).toBeCloseTo(totals.costUsd, 12);
+    expect(cost.infra.lambdaRequests).toBeGreaterThan(4);
+    expect(cost.infra.usd).toBeCloseTo(infraCostOf(cost.infra), 12);
+    expect(cost.totalUsd).toBeCloseTo(cost.modelsUsd + cost.infra.usd, 12);
+    expect(pairs).toBeGreaterThan(0);
+    expect(cost.perPairUsd).toBeCloseTo(cost.totalUsd / pairs, 12);
   });
 
   it('fails with an AccountingError naming a batch plan it cannot read', async () => {

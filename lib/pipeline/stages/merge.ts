@@ -19,6 +19,13 @@ import {
   splitStatsKey,
 } from '../keys.js';
 import { addStats, emptyStats } from '../ledger.js';
+import {
+  DEFAULT_FUNCTION_MEMORY_MB,
+  FUNCTION_MEMORY_MB,
+  infraCostOf,
+  PRICE_TABLE,
+  perPairUsd,
+} from '../prices.js';
 import { templateFor, templateHash } from '../prompts/templates.js';
 import { stockRefusal } from '../quality/checks.js';
 import { DiversityTally } from '../quality/diversity.js';
@@ -252,6 +259,8 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
   const capped = await capNearIdenticalChosen(store, runId, manifest, config.quality);
   stats.merge.ms = Date.now() - capStarted;
   const failedShards: { shard: string; stage: StageName; error: string }[] = [];
+  /** Lambda invocations of each model stage: one per shard it finished. */
+  const shardTasks: Partial<Record<StageName, number>> = {};
   const completeShards: string[] = [];
   const rejectsByStage: Record<string, Record<string, number>> = {};
   const seen = new Set<string>();
@@ -297,6 +306,7 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
           break;
         }
         stats[stage] = addStats(stats[stage], StageStats.parse(JSON.parse(stageStats)));
+        shardTasks[stage] = (shardTasks[stage] ?? 0) + 1;
         const expected = survivors.length;
         const before = new Set(survivors.map((r) => r.id));
         const rejected = parseLines(await store.get(shardRejectsKey(runId, shard, stage))).map((r) =>
@@ -394,6 +404,16 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
       throttled: totals.throttled,
       retries: totals.retries,
     },
+    cost: runCost({
+      stats,
+      shardTasks,
+      modelsUsd: totals.costUsd + batchTotals.costUsd,
+      jobs: batchTotals.jobs,
+      batchStages: Object.keys(batch).length,
+      shards: manifest.shards.length,
+      mode: config.mode,
+      pairs: pairCount,
+    }),
     mode: config.mode,
     modes: {
       'on-demand': {
@@ -460,4 +480,43 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
     `${JSON.stringify({ ...report, categories, exports: exportKeys }, null, 2)}\n`,
   );
   return { runId, pairs: pairCount, rejects: rejectCount, ...keys, exportKeys };
+}
+
+/**
+ * What a run cost: its model calls (both modes, from the tokens each call reported), and an estimate of
+ * the serverless part: Lambda GB-seconds from each stage's measured time at its deployed memory, one
+ * request per task, and the state transitions of the workflow's shape (retries not counted). Locally
+ * these are what the same run would cost in AWS.
+ */
+function runCost(run: {
+  stats: Record<StageName, StageStats>;
+  shardTasks: Partial<Record<StageName, number>>;
+  modelsUsd: number;
+  jobs: number;
+  batchStages: number;
+  shards: number;
+  mode: string;
+  pairs: number;
+}) {
+  const functionOf = (stage: string) => (stage.startsWith('dedup') ? 'dedup' : stage);
+  let lambdaGbSeconds = 0;
+  for (const [stage, s] of Object.entries(run.stats))
+    lambdaGbSeconds +=
+      (s.ms / 1000) * ((FUNCTION_MEMORY_MB[functionOf(stage)] ?? DEFAULT_FUNCTION_MEMORY_MB) / 1024);
+  const shardTasks = Object.values(run.shardTasks).reduce((n, c) => n + (c ?? 0), 0);
+  // split, the two dedup passes and merge; in batch modes a plan per stage and a submit and join per job.
+  const lambdaRequests = 4 + shardTasks + run.batchStages + 2 * run.jobs;
+  // The top-level states, a task per shard and stage, and in batch modes the two judge Maps' choices and
+  // three states per stage and per job.
+  const batched = run.mode !== 'on-demand';
+  const stateTransitions = batched ? 8 + 12 + 3 * run.jobs + run.shards * 6 : 8 + run.shards * 4;
+  const infraUsd = infraCostOf({ lambdaGbSeconds, lambdaRequests, stateTransitions });
+  const totalUsd = run.modelsUsd + infraUsd;
+  return {
+    priceTable: PRICE_TABLE.version,
+    modelsUsd: run.modelsUsd,
+    infra: { lambdaGbSeconds, lambdaRequests, stateTransitions, usd: infraUsd },
+    totalUsd,
+    perPairUsd: perPairUsd(totalUsd, run.pairs),
+  };
 }
