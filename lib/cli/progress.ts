@@ -105,7 +105,8 @@ export class ProgressRenderer {
       this.#stream.write(`${line}\n`);
       return;
     }
-    this.#stream.write(`${this.#erase()}${this.#fit(line)}\n${this.#table()}`);
+    // Kept whole: a line printed above the table stays on screen, and a failure must be read in full.
+    this.#stream.write(`${this.#erase()}${line}\n${this.#table()}`);
     this.#lastDraw = this.#now();
     this.#dirty = false;
   }

@@ -15,6 +15,7 @@ import {
 } from '@aws-sdk/client-sfn';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { z } from 'zod';
+import { exportPath } from '../local/run-local.js';
 import { InputError } from '../pipeline/errors.js';
 import {
   INCOMING_PREFIX,
@@ -891,7 +892,8 @@ export async function fetchRun(options: FetchOptions, clients: RemoteClients): P
   for await (const { key } of listObjects(clients.s3, bucket, prefix)) {
     const name = key.slice(prefix.length);
     if (!name || name.endsWith('/')) continue;
-    const path = resolve(out, name);
+    // As a local run does: the dataset card never replaces a README.md that is not an earlier card.
+    const path = name.includes('/') ? resolve(out, name) : await exportPath(out, name);
     // A key is data from the bucket: it must not write outside the folder asked for.
     if (!path.startsWith(out + sep))
       throw new RemoteRunError(`s3://${bucket}/${key}: its name leads outside ${out}`);

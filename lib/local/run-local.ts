@@ -361,9 +361,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
   const budget =
     options.maxBudgetUsd === undefined
       ? undefined
-      : options.resume
-        ? await Budget.resumeFrom(store, options.resume, options.maxBudgetUsd)
-        : new Budget(options.maxBudgetUsd);
+      : await Budget.forRun(store, start.runId, options.maxBudgetUsd);
   const owned = options.registry ? undefined : new ModelRegistry();
   try {
     const output = await executeLocally({
@@ -421,7 +419,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
  * Where an export goes in `outDir`: its own name, except that the dataset card never replaces a
  * README.md that is not an earlier card (`--out .` in a project must not overwrite its README).
  */
-async function exportPath(outDir: string, file: string): Promise<string> {
+export async function exportPath(outDir: string, file: string): Promise<string> {
   const path = join(outDir, file);
   if (file !== 'README.md') return path;
   const existing = await readFile(path, 'utf8').catch(() => undefined);
@@ -440,8 +438,10 @@ async function fresh(store: FsStore, options: LocalRunOptions) {
   // The ETag the store gives, as S3 gives one: split checks the input against it when resumed.
   const etag = (await store.head(inputKey))?.etag as string;
   // A new run starts clean; what it can reuse of an earlier one comes from the call cache.
-  await rm(store.pathOf(runPrefix(runIdFor(inputKey, etag))), { recursive: true, force: true });
+  const runId = runIdFor(inputKey, etag);
+  await rm(store.pathOf(runPrefix(runId)), { recursive: true, force: true });
   return {
+    runId,
     input: { inputKey, etag },
     executionName: `local-${etag.slice(0, 12)}-${Date.now().toString(36)}`,
   };
@@ -453,5 +453,5 @@ async function resumed(store: FsStore, runId: string, outDir: string) {
   if (text === undefined) throw new InputError(`no run ${runId} in ${outDir}${await runsListed(store)}`);
   const marker = RunMarker.parse(JSON.parse(text));
   const executionName = marker.executionId.split(':').pop() as string;
-  return { input: { inputKey: marker.inputKey, etag: marker.etag ?? undefined }, executionName };
+  return { runId, input: { inputKey: marker.inputKey, etag: marker.etag ?? undefined }, executionName };
 }

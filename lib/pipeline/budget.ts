@@ -5,7 +5,7 @@ import { manifestKey, runPrefix, shardStatsKey } from './keys.js';
 import { costOf } from './ledger.js';
 import { mapLimit } from './models/calls.js';
 import { type GenerateRequest, type JudgeRequest, jsonSchemaOf } from './models/model-client.js';
-import { Manifest, MODEL_STAGES, type ModelStage, StageStats } from './schemas.js';
+import { Manifest, MODEL_STAGES, StageStats } from './schemas.js';
 import type { Store } from './store/store.js';
 
 /** A reservation against a budget, ended once: settled with what the call cost, or released unused. */
@@ -27,12 +27,15 @@ const usd = (n: number) => `$${n.toFixed(4)}`;
  * A run's spending limit, shared by every shard of one local execution (one process). A paid call first
  * reserves its worst-case cost and is refused with BudgetExceededError, before it is made, when what is
  * spent and what calls in flight hold would pass the limit with it; once answered, it settles with its
- * real cost. Reservation is synchronous, so calls in flight together never hold more than the limit.
+ * real cost. Holds are taken one at a time, so calls in flight together never hold more than the limit.
  */
 export class Budget {
   readonly limitUsd: number;
   #spentUsd: number;
   #heldUsd = 0;
+  readonly #waiters: (() => void)[] = [];
+  /** Writes what this budget has committed, for a resumed run; set by `forRun`. */
+  #persist: (committedUsd: number) => Promise<void> = async () => {};
 
   /** A budget of `limitUsd`, of which `spentUsd` is already spent (a resumed run's). */
   constructor(limitUsd: number, spentUsd = 0) {
@@ -42,9 +45,33 @@ export class Budget {
     this.#spentUsd = spentUsd;
   }
 
-  /** The budget of a run being resumed: what its stats record as paid counts as spent. */
-  static async resumeFrom(store: Store, runId: string, limitUsd: number): Promise<Budget> {
-    return new Budget(limitUsd, await spentBy(store, runId));
+  /**
+   * The budget of a run, kept in `runs/<id>/budget.json`: each attempt (a process running the run) writes
+   * there what it has committed (paid, plus the worst case of its calls in flight) BEFORE each call, so a
+   * run killed at any point never finds less than it paid. A resumed run starts from the sum of the
+   * earlier attempts, or from the stats of finished stages if that is more (a run started without a budget).
+   */
+  static async forRun(store: Store, runId: string, limitUsd: number): Promise<Budget> {
+    const key = budgetKey(runId);
+    const kept = await store.tryGet(key);
+    const attempts = kept === undefined ? {} : BudgetRecord.parse(JSON.parse(kept)).attempts;
+    const earlier = Object.values(attempts).reduce((n, usd) => n + usd, 0);
+    const spent = Math.max(earlier, await spentBy(store, runId));
+    const attempt = `${Date.now().toString(36)}-${Object.keys(attempts).length}`;
+    let writing = Promise.resolve();
+    let written = -1;
+    const persist = (committedUsd: number) => {
+      writing = writing.then(async () => {
+        if (committedUsd === written) return;
+        written = committedUsd;
+        const record = { attempts: { ...attempts, [attempt]: committedUsd } };
+        await store.put(key, JSON.stringify(record), { intermediate: true });
+      });
+      return writing;
+    };
+    const budget = new Budget(limitUsd, spent);
+    budget.#persist = (usd) => persist(usd - spent);
+    return budget;
   }
 
   /** Dollars paid so far. */
@@ -58,24 +85,32 @@ export class Budget {
   }
 
   /**
-   * Holds `worstUsd` for a call about to be made, or throws BudgetExceededError when that would pass
-   * the limit. A call that cannot cost anything (an in-process model) is never refused.
+   * Holds `worstUsd` for a call about to be made. While calls in flight hold what it needs, it waits for
+   * them to settle (they rarely cost their worst case); it throws BudgetExceededError only when what is
+   * spent leaves no room for it. A call that cannot cost anything (an in-process model) is never refused.
    */
-  reserve(worstUsd: number): BudgetHold {
+  async reserve(worstUsd: number): Promise<BudgetHold> {
     if (worstUsd <= 0) return NOTHING_HELD;
-    if (this.#spentUsd + this.#heldUsd + worstUsd > this.limitUsd + EPSILON_USD)
-      throw new BudgetExceededError(
-        `the next model call, at up to ${usd(worstUsd)}, would pass the budget of ${usd(this.limitUsd)}: ` +
-          `${usd(this.#spentUsd)} spent, ${usd(this.#heldUsd)} held by calls in flight. What was written is ` +
-          'kept: resume the run with a higher --max-budget',
-      );
+    for (;;) {
+      if (this.#spentUsd + worstUsd > this.limitUsd + EPSILON_USD)
+        throw new BudgetExceededError(
+          `the next model call, at up to ${usd(worstUsd)}, would pass the budget of ${usd(this.limitUsd)}: ` +
+            `${usd(this.#spentUsd)} spent. What was written is kept: resume the run with a higher --max-budget`,
+        );
+      if (this.#spentUsd + this.#heldUsd + worstUsd <= this.limitUsd + EPSILON_USD) break;
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    }
     this.#heldUsd += worstUsd;
+    // Written before the call is made: a run killed during it finds the call's worst case committed.
+    await this.#persist(this.#spentUsd + this.#heldUsd);
     let open = true;
     const end = (spent: number) => {
       if (!open) return;
       open = false;
       this.#heldUsd = Math.max(0, this.#heldUsd - worstUsd);
       this.#spentUsd += spent;
+      void this.#persist(this.#spentUsd + this.#heldUsd).catch(() => {});
+      for (const wake of this.#waiters.splice(0)) wake();
     };
     return { settle: (spent) => end(spent), release: () => end(0) };
   }
@@ -101,39 +136,8 @@ export function worstCaseUsd(
 }
 
 /**
- * Where a shard stage that failed records what its calls cost: its stats, which hold it once the stage
- * finishes (a resumed run meters those calls again from the cache), are written only then.
- */
-export const unfinishedSpendKey = (runId: string, shard: string, stage: ModelStage) =>
-  `${runPrefix(runId)}/shards/${shard}/${stage}.spent.json`;
-
-const UnfinishedSpend = z.object({ costUsd: z.number().nonnegative() });
-
-/**
- * Records what a failed attempt at a shard stage paid, unless an earlier attempt recorded more. Best
- * effort: a store that fails here fails the same way for the stage's own error, which matters more.
- */
-export async function recordUnfinishedSpend(
-  store: Store,
-  runId: string,
-  shard: string,
-  stage: ModelStage,
-  costUsd: number,
-): Promise<void> {
-  if (costUsd <= 0) return;
-  const key = unfinishedSpendKey(runId, shard, stage);
-  try {
-    const earlier = await store.tryGet(key);
-    const recorded = earlier === undefined ? 0 : UnfinishedSpend.parse(JSON.parse(earlier)).costUsd;
-    if (costUsd > recorded) await store.put(key, JSON.stringify({ costUsd }), { intermediate: true });
-  } catch {
-    // The attempt's own error is rethrown by the caller.
-  }
-}
-
-/**
- * What a run has paid, as its files record it: each shard stage's stats (or, for one that has not
- * finished, what its failed attempts recorded) and each batch job's stats. Zero before split finished.
+ * What a run has paid, as its stats record it: each finished shard stage's and each batch job's. Zero
+ * before split finished.
  */
 export async function spentBy(store: Store, runId: string): Promise<number> {
   const manifest = await store.tryGet(manifestKey(runId));
@@ -142,9 +146,7 @@ export async function spentBy(store: Store, runId: string): Promise<number> {
   const stageKeys = shards.flatMap((shard) => MODEL_STAGES.map((stage) => ({ shard, stage })));
   const stageCosts = await mapLimit(stageKeys, 16, async ({ shard, stage }) => {
     const stats = await store.tryGet(shardStatsKey(runId, shard, stage));
-    if (stats !== undefined) return StageStats.parse(JSON.parse(stats)).costUsd;
-    const unfinished = await store.tryGet(unfinishedSpendKey(runId, shard, stage));
-    return unfinished === undefined ? 0 : UnfinishedSpend.parse(JSON.parse(unfinished)).costUsd;
+    return stats === undefined ? 0 : StageStats.parse(JSON.parse(stats)).costUsd;
   });
   const batchCosts = await mapLimit([...MODEL_STAGES], 4, async (stage) => {
     const plan = await store.tryGet(batchPlanKey(runId, stage));
@@ -158,3 +160,8 @@ export async function spentBy(store: Store, runId: string): Promise<number> {
   });
   return [...stageCosts, ...batchCosts].reduce((n, c) => n + c, 0);
 }
+
+/** Where a run's budget keeps what each attempt at the run committed. */
+export const budgetKey = (runId: string) => `${runPrefix(runId)}/budget.json`;
+
+const BudgetRecord = z.object({ attempts: z.record(z.string(), z.number().nonnegative()) });

@@ -67,6 +67,45 @@ describe('a run with a budget', () => {
     expect(resumed.pairs).toBe(full.pairs);
   });
 
+  it('never pays past the budget however often a stopped run is resumed with it', async () => {
+    // Prepare
+    const full = await runLocal({
+      input: fixture,
+      outDir: tempDir(),
+      config,
+      registry: fakeRegistry(new FakeModel()),
+      retryIntervalMs: 0,
+    });
+    const budget = JSON.parse(readFileSync(full.reportPath, 'utf8')).totals.costUsd * 0.5;
+    const model = new MeteredModel();
+    const options = {
+      outDir: tempDir(),
+      cache: new CallCache(new FsStore(tempDir())),
+      registry: fakeRegistry(model),
+      retryIntervalMs: 0,
+      maxBudgetUsd: budget,
+    };
+    let runId = '';
+    const first = await runLocal({
+      ...options,
+      input: fixture,
+      config,
+      onProgress: (event) => {
+        if (event.type === 'split') runId = event.runId;
+      },
+    }).catch((error: Error) => error);
+    const paidFirst = model.paidUsd;
+
+    // Act
+    const again = await runLocal({ ...options, resume: runId, config }).catch((error: Error) => error);
+    const third = await runLocal({ ...options, resume: runId, config }).catch((error: Error) => error);
+
+    // Assess
+    expect([first, again, third].map((e) => (e as Error).name)).toEqual(Array(3).fill('BudgetExceededError'));
+    expect(paidFirst).toBeGreaterThan(0);
+    expect(model.paidUsd).toBeLessThanOrEqual(budget + 1e-9);
+  });
+
   it('refuses to start a call whose worst case alone passes the budget', async () => {
     // Prepare
     const model = new FakeModel();
@@ -86,3 +125,18 @@ describe('a run with a budget', () => {
     expect(model.calls).toHaveLength(0);
   });
 });
+
+/** The fake model, adding up what its calls cost at the test's prices. */
+class MeteredModel extends FakeModel {
+  paidUsd = 0;
+  override async generate(request: Parameters<FakeModel['generate']>[0]) {
+    const result = await super.generate(request);
+    this.paidUsd += (result.usage.inputTokens * 1 + result.usage.outputTokens * 2) / 1000;
+    return result;
+  }
+  override async judge<T>(request: Parameters<FakeModel['judge']>[0] & { schema: unknown }) {
+    const result = await super.judge<T>(request as never);
+    this.paidUsd += (result.usage.inputTokens * 1 + result.usage.outputTokens * 2) / 1000;
+    return result;
+  }
+}

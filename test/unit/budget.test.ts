@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { batchKey, batchPlanKey } from '../../lib/pipeline/batch/batch-service.js';
-import { Budget, spentBy, unfinishedSpendKey, worstCaseUsd } from '../../lib/pipeline/budget.js';
+import { Budget, spentBy, worstCaseUsd } from '../../lib/pipeline/budget.js';
 import { BudgetExceededError } from '../../lib/pipeline/errors.js';
 import { manifestKey, shardStatsKey } from '../../lib/pipeline/keys.js';
 import { emptyStats } from '../../lib/pipeline/ledger.js';
@@ -39,27 +39,41 @@ async function prepared(model = fixedModel(), cache?: CallCache) {
 }
 
 describe('Budget', () => {
-  it('refuses the reservation that would pass the limit, and keeps nothing of it', () => {
+  it('refuses the reservation that would pass the limit, and keeps nothing of it', async () => {
     // Prepare
     const budget = new Budget(1);
-    budget.reserve(0.6).settle(0.5);
+    (await budget.reserve(0.6)).settle(0.5);
 
     // Act
-    const refused = () => budget.reserve(0.6);
+    const refused = budget.reserve(0.6);
 
     // Assess
-    expect(refused).toThrow(BudgetExceededError);
+    await expect(refused).rejects.toThrow(BudgetExceededError);
     expect(budget.heldUsd).toBe(0);
-    expect(budget.reserve(0.5)).toBeDefined();
+    expect(await budget.reserve(0.5)).toBeDefined();
   });
 
-  it('counts what a settled call cost and nothing of a released one', () => {
+  it('waits for a call in flight to settle instead of refusing while what is spent leaves room', async () => {
+    // Prepare
+    const budget = new Budget(1);
+    const first = await budget.reserve(0.8);
+
+    // Act
+    const second = budget.reserve(0.5);
+    first.settle(0.3);
+
+    // Assess
+    expect(await second).toBeDefined();
+    expect(budget.heldUsd).toBeCloseTo(0.5, 12);
+  });
+
+  it('counts what a settled call cost and nothing of a released one', async () => {
     // Prepare
     const budget = new Budget(10, 2);
 
     // Act
-    budget.reserve(1).settle(0.25);
-    const released = budget.reserve(3);
+    (await budget.reserve(1)).settle(0.25);
+    const released = await budget.reserve(3);
     released.release();
     released.settle(3);
 
@@ -68,16 +82,16 @@ describe('Budget', () => {
     expect(budget.heldUsd).toBe(0);
   });
 
-  it('never refuses a call that cannot cost anything', () => {
+  it('never refuses a call that cannot cost anything', async () => {
     // Prepare
     const budget = new Budget(0);
 
     // Act
-    const hold = budget.reserve(0);
+    const hold = await budget.reserve(0);
 
     // Assess
     expect(hold).toBeDefined();
-    expect(() => budget.reserve(0.0001)).toThrow(BudgetExceededError);
+    await expect(budget.reserve(0.0001)).rejects.toThrow(BudgetExceededError);
   });
 
   it('never lets concurrent reservations hold or spend more than the limit', async () => {
@@ -85,7 +99,7 @@ describe('Budget', () => {
     const budget = new Budget(1);
     let most = 0;
     const call = async (i: number) => {
-      const hold = budget.reserve(0.1);
+      const hold = await budget.reserve(0.1);
       most = Math.max(most, budget.spentUsd + budget.heldUsd);
       await new Promise((r) => setTimeout(r, (i * 7) % 13));
       hold.settle(0.07);
@@ -164,9 +178,9 @@ describe('a shard stage with a budget', () => {
     expect(model.calls).toHaveLength(2);
     expect(budget.spentUsd).toBeCloseTo(2 * paid, 12);
     expect(budget.heldUsd).toBe(0);
-    // The stage did not finish, and what its calls cost is kept for a resumed budget.
+    // The stage did not finish: its stats, and what they record as paid, do not exist yet.
     expect(await store.tryGet(shardStatsKey(task.runId, task.shard, 'induce'))).toBeUndefined();
-    expect(await spentBy(store, task.runId)).toBeCloseTo(2 * paid, 12);
+    expect(await spentBy(store, task.runId)).toBe(0);
   });
 
   it('answers cached calls whatever is left of the budget', async () => {
@@ -185,7 +199,7 @@ describe('a shard stage with a budget', () => {
     expect(model.calls).toHaveLength(0);
   });
 
-  it('spends no more than the limit with calls in flight together', async () => {
+  it('lets calls in flight settle before refusing, and never spends past the limit', async () => {
     // Prepare
     const model = fixedModel();
     const setup = fakeDeps(model, { prices: { 'bedrock:fake': PRICE }, callConcurrency: 8 });
@@ -193,8 +207,8 @@ describe('a shard stage with a budget', () => {
     const task = { runId, shard: '00000' };
     await dedupTexts(task, setup.deps);
     const { worst, paid } = await measureCalls();
-    // Room for three worst cases at once: of the six calls sent together, three are made, the fourth refused.
-    const limit = 3 * worst + 1e-6;
+    // Room for two calls' cost and one worst case: of the six calls sent together, three are made.
+    const limit = 2 * paid + worst + 1e-6;
     const budget = new Budget(limit);
 
     // Act
@@ -209,8 +223,8 @@ describe('a shard stage with a budget', () => {
   });
 });
 
-describe('Budget.resumeFrom', () => {
-  it('starts from what the run recorded: finished stages, unfinished ones and batch jobs', async () => {
+describe('Budget.forRun', () => {
+  it('starts from what the run recorded: finished stages and batch jobs', async () => {
     // Prepare
     const store = new FsStore(tempDir());
     const runId = 'run-1';
@@ -236,9 +250,6 @@ describe('Budget.resumeFrom', () => {
       shardStatsKey(runId, '00000', 'filter'),
       JSON.stringify({ ...emptyStats(), costUsd: 0.25 }),
     );
-    await store.put(unfinishedSpendKey(runId, '00001', 'induce'), JSON.stringify({ costUsd: 0.125 }));
-    // A finished stage's stats win over what a failed attempt at it recorded.
-    await store.put(unfinishedSpendKey(runId, '00000', 'filter'), JSON.stringify({ costUsd: 9 }));
     const plan = {
       stage: 'respond',
       mode: 'batch',
@@ -261,15 +272,48 @@ describe('Budget.resumeFrom', () => {
     await store.put(batchKey(runId, 'respond', 'job-1', 'stats.json'), JSON.stringify(jobStats));
 
     // Act
-    const budget = await Budget.resumeFrom(store, runId, 2);
+    const budget = await Budget.forRun(store, runId, 2);
 
     // Assess
-    expect(budget.spentUsd).toBeCloseTo(0.5 + 0.25 + 0.125 + 0.0625, 12);
+    expect(budget.spentUsd).toBeCloseTo(0.5 + 0.25 + 0.0625, 12);
     expect(budget.limitUsd).toBe(2);
   });
 
+  it('commits the worst case of a call before it is made, so a run killed during it resumes from at least what it paid', async () => {
+    // Prepare
+    const store = new FsStore(tempDir());
+    const first = await Budget.forRun(store, 'run-2', 10);
+    (await first.reserve(1)).settle(0.25);
+    await first.reserve(2);
+
+    // Act
+    // The process dies here, with the second call in flight.
+    const resumed = await Budget.forRun(store, 'run-2', 10);
+
+    // Assess
+    expect(resumed.spentUsd).toBeCloseTo(2.25, 12);
+  });
+
+  it('adds up what every earlier attempt committed', async () => {
+    // Prepare
+    const store = new FsStore(tempDir());
+    const first = await Budget.forRun(store, 'run-3', 10);
+    (await first.reserve(1)).settle(0.5);
+    // One attempt at a time: the first has ended, and written what it settled, before the next starts.
+    await new Promise((r) => setTimeout(r, 10));
+    const second = await Budget.forRun(store, 'run-3', 10);
+    (await second.reserve(1)).settle(0.25);
+    await new Promise((r) => setTimeout(r, 10));
+
+    // Act
+    const third = await Budget.forRun(store, 'run-3', 10);
+
+    // Assess
+    expect(third.spentUsd).toBeCloseTo(0.75, 12);
+  });
+
   it('starts from nothing for a run whose split never finished', async () => {
-    expect((await Budget.resumeFrom(new FsStore(tempDir()), 'nope', 1)).spentUsd).toBe(0);
+    expect((await Budget.forRun(new FsStore(tempDir()), 'nope', 1)).spentUsd).toBe(0);
   });
 });
 

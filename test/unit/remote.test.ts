@@ -845,6 +845,22 @@ describe('fetchRun', () => {
     ]);
   });
 
+  it("keeps a project's own README.md and writes the run's dataset card beside it", async () => {
+    // Prepare
+    const runId = 'posts-0123456789';
+    fakeBucket({ [`runs/${runId}/output/README.md`]: '# card\n' });
+    const out = tempDir();
+    writeFileSync(join(out, 'README.md'), '# my project\n');
+
+    // Act
+    const files = await fetchRun({ runId, stack: STACK, out }, clients());
+
+    // Assess
+    expect(files).toEqual([join(out, 'dataset-card.md')]);
+    expect(readFileSync(join(out, 'README.md'), 'utf8')).toBe('# my project\n');
+    expect(readFileSync(join(out, 'dataset-card.md'), 'utf8')).toBe('# card\n');
+  });
+
   it('says the run may still be running when it has no outputs yet', async () => {
     fakeBucket({});
 

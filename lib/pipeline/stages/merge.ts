@@ -306,7 +306,7 @@ export async function merge(input: MergeInput, deps: StageDeps): Promise<MergeRe
           break;
         }
         stats[stage] = addStats(stats[stage], StageStats.parse(JSON.parse(stageStats)));
-        shardTasks[stage] = (shardTasks[stage] ?? 0) + 1;
+        if (MODEL_STAGES.includes(stage as ModelStage)) shardTasks[stage] = (shardTasks[stage] ?? 0) + 1;
         const expected = survivors.length;
         const before = new Set(survivors.map((r) => r.id));
         const rejected = parseLines(await store.get(shardRejectsKey(runId, shard, stage))).map((r) =>
@@ -506,10 +506,10 @@ function runCost(run: {
   const shardTasks = Object.values(run.shardTasks).reduce((n, c) => n + (c ?? 0), 0);
   // split, the two dedup passes and merge; in batch modes a plan per stage and a submit and join per job.
   const lambdaRequests = 4 + shardTasks + run.batchStages + 2 * run.jobs;
-  // The top-level states, a task per shard and stage, and in batch modes the two judge Maps' choices and
+  // The nine top-level states (RunCompleted the last), a task per shard and stage, and in batch modes the two judge Maps' choices and
   // three states per stage and per job.
   const batched = run.mode !== 'on-demand';
-  const stateTransitions = batched ? 8 + 12 + 3 * run.jobs + run.shards * 6 : 8 + run.shards * 4;
+  const stateTransitions = batched ? 9 + 12 + 3 * run.jobs + run.shards * 6 : 9 + run.shards * 4;
   const infraUsd = infraCostOf({ lambdaGbSeconds, lambdaRequests, stateTransitions });
   const totalUsd = run.modelsUsd + infraUsd;
   return {

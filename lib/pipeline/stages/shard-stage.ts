@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { recordUnfinishedSpend, worstCaseUsd } from '../budget.js';
+import { worstCaseUsd } from '../budget.js';
 import { type PipelineConfig, parseConfig } from '../config.js';
 import type { StageDeps } from '../deps.js';
 import { JudgeAnswerError, ModelConfigError, ModelRefusedError, ModelRequestError } from '../errors.js';
@@ -114,7 +114,7 @@ export async function runShardStage<I extends { id: string; source: string; line
       }
     }
     // Only a call about to be paid meets the budget: cached and collected ones cost nothing here.
-    const hold = deps.budget?.reserve(worstCaseUsd(request, price));
+    const hold = await deps.budget?.reserve(worstCaseUsd(request, price));
     let entry: CachedCall;
     try {
       entry = await callEntry(invoke);
@@ -193,10 +193,6 @@ export async function runShardStage<I extends { id: string; source: string; line
         return new Rejection('model-request-error', error.message.slice(0, 300));
       throw error;
     }
-  }).catch(async (error: unknown) => {
-    // The stats are written only when the stage finishes: keep what this attempt paid for a resumed budget.
-    await recordUnfinishedSpend(store, runId, shard, spec.stage, stats.costUsd);
-    throw error;
   });
 
   // Collecting for a batch job writes nothing: the stage runs for real once the answers are cached.
