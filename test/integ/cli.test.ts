@@ -59,6 +59,65 @@ describe('safer-instruct run against a Bedrock endpoint', () => {
     await fake?.close();
   });
 
+  it('stops a run at its budget with a message saying how to go on, and the resume with more finishes it', async () => {
+    // Prepare
+    const fullCost = JSON.parse(readFileSync(join(outDir, 'report.json'), 'utf8')).totals.costUsd as number;
+    const budgetOut = tempDir();
+    const cacheDir = tempDir();
+    const options = {
+      cwd: tempDir(),
+      env: {
+        ...process.env,
+        AWS_ENDPOINT_URL_BEDROCK_RUNTIME: fake.url,
+        AWS_ACCESS_KEY_ID: 'AKIDUMMY',
+        AWS_SECRET_ACCESS_KEY: 'dummy',
+        AWS_REGION: 'us-east-1',
+      },
+    };
+    const cliPath = join(repo, 'bin/safer-instruct.js');
+    const common = ['--out', budgetOut, '--cache-dir', cacheDir];
+
+    // Act
+    const stopped = await run(
+      process.execPath,
+      [
+        cliPath,
+        'run',
+        fixture,
+        ...common,
+        '--model',
+        `bedrock:${HAIKU}`,
+        '--shard-size',
+        '20',
+        '--max-budget',
+        String(fullCost / 2),
+      ],
+      options,
+    ).then(
+      () => ({ code: 0, stderr: '' }),
+      (error: { code: number; stderr: string }) => error,
+    );
+    const hint =
+      /resume with: safer-instruct run --resume (\S+) --out (\S+) --max-budget <a higher budget>/.exec(
+        stopped.stderr,
+      );
+    const resumed = await run(
+      process.execPath,
+      [cliPath, 'run', '--resume', hint?.[1] ?? '', ...common, '--max-budget', String(fullCost * 2)],
+      options,
+    );
+
+    // Assess
+    expect(stopped.code).toBe(1);
+    expect(stopped.stderr).toMatch(
+      /safer-instruct: the next model call, at up to \$[\d.]+, would pass the budget of/,
+    );
+    expect(hint?.[2]).toBe(budgetOut);
+    expect(resumed.stderr).toMatch(/done {6}\d+ pairs, \d+ rejects/);
+    const report = JSON.parse(readFileSync(join(budgetOut, 'report.json'), 'utf8'));
+    expect(report.pairs).toBe(JSON.parse(readFileSync(join(outDir, 'report.json'), 'utf8')).pairs);
+  }, 120_000);
+
   it('completes and writes pairs, rejects and a report that account for every record', () => {
     const pairs = readFileSync(join(outDir, 'pairs.jsonl'), 'utf8')
       .split('\n')
