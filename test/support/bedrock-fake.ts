@@ -5,7 +5,8 @@
  * Point a client at it with `endpoint: url` or `AWS_ENDPOINT_URL_BEDROCK_RUNTIME=url`; any credentials do.
  *
  * Standalone: `npx tsx test/support/bedrock-fake.ts --port 4010 [--latency 50] [--throttle-rate 0.1]
- * [--error-rate 0.05] [--malformed-tool-rate 0.05] [--seed 1]` prints the URL and serves until killed.
+ * [--error-rate 0.05] [--malformed-tool-rate 0.05] [--seed 1] [--requests-per-minute 600]` prints the
+ * URL and serves until killed.
  */
 import { createHash } from 'node:crypto';
 import http2 from 'node:http2';
@@ -60,6 +61,12 @@ export interface BedrockFakeOptions {
   readonly errorRate?: number;
   /** Share of tool requests answered with an input that violates the tool's schema (0..1); default 0. */
   readonly malformedToolRate?: number;
+  /**
+   * A per-minute request quota, as a token bucket refilled continuously and holding one second's worth
+   * (at least one request): a request arriving to an empty bucket is answered 429 `ThrottlingException`
+   * and takes nothing from it. Default: no quota.
+   */
+  readonly requestsPerMinute?: number;
   /** Seed of the PRNG that draws the rates above; default 1. */
   readonly seed?: number;
   /** Overrides the answer to a request; runs after the throttle and error draws. */
@@ -76,6 +83,8 @@ export interface BedrockFake {
   readonly requests: ConverseRequestRecord[];
   /** How many requests were answered 200 with a model reply (throttles and errors excluded). */
   readonly answered: number;
+  /** How many requests were answered 429 because `requestsPerMinute` was spent. */
+  readonly quotaThrottled: number;
   /** Stops the server and drops open HTTP/2 sessions (SDK clients keep theirs open). */
   close(): Promise<void>;
 }
@@ -91,13 +100,16 @@ export async function startBedrockFake(options: BedrockFakeOptions = {}): Promis
     errorRate = 0,
     malformedToolRate = 0,
     seed = 1,
+    requestsPerMinute,
     respond,
   } = options;
+  const quota = requestsPerMinute === undefined ? undefined : quotaBucket(requestsPerMinute);
   const random = mulberry32(seed);
   const requests: ConverseRequestRecord[] = [];
   const sessions = new Set<http2.ServerHttp2Session>();
   let errorCount = 0;
   let answered = 0;
+  let quotaThrottled = 0;
 
   const server = http2.createServer();
   server.on('session', (session) => {
@@ -138,12 +150,18 @@ export async function startBedrockFake(options: BedrockFakeOptions = {}): Promis
       signed,
     };
     requests.push(record);
+    // The quota is spent on arrival, as the service counts a request when it receives it.
+    const overQuota = quota ? !quota.take(Date.now()) : false;
     if (latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, latencyMs));
 
     // Draw every rate on every request so one rate does not shift the sequence of another.
     const throttle = random() < throttleRate;
     const fail = random() < errorRate;
     const malformed = random() < malformedToolRate;
+    if (overQuota) {
+      quotaThrottled++;
+      return errorAnswer(429, 'ThrottlingException', 'Too many requests, please wait before trying again.');
+    }
     if (throttle)
       return errorAnswer(429, 'ThrottlingException', 'Too many requests, please wait before trying again.');
     if (fail) {
@@ -172,6 +190,9 @@ export async function startBedrockFake(options: BedrockFakeOptions = {}): Promis
     requests,
     get answered() {
       return answered;
+    },
+    get quotaThrottled() {
+      return quotaThrottled;
     },
     close: () =>
       new Promise<void>((resolve, reject) => {
@@ -391,6 +412,24 @@ function resolveRef(root: unknown, ref: string): unknown {
   return node ?? {};
 }
 
+/** A token bucket of `perMinute` requests holding one second's worth, full at the start. */
+function quotaBucket(perMinute: number): { take(now: number): boolean } {
+  if (!(perMinute > 0 && Number.isFinite(perMinute)))
+    throw new RangeError(`requestsPerMinute must be a positive number, got ${perMinute}`);
+  const capacity = Math.max(1, perMinute / 60);
+  let level = capacity;
+  let updatedAt = Date.now();
+  return {
+    take(now) {
+      level = Math.min(capacity, level + ((now - updatedAt) * perMinute) / 60_000);
+      updatedAt = now;
+      if (level < 1) return false;
+      level -= 1;
+      return true;
+    },
+  };
+}
+
 /** A small seeded PRNG: the same seed draws the same throttles and errors. */
 function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
@@ -412,6 +451,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
       'error-rate': { type: 'string', default: '0' },
       'malformed-tool-rate': { type: 'string', default: '0' },
       seed: { type: 'string', default: '1' },
+      'requests-per-minute': { type: 'string' },
     },
   });
   const fake = await startBedrockFake({
@@ -421,6 +461,8 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     errorRate: Number(values['error-rate']),
     malformedToolRate: Number(values['malformed-tool-rate']),
     seed: Number(values.seed),
+    requestsPerMinute:
+      values['requests-per-minute'] === undefined ? undefined : Number(values['requests-per-minute']),
   });
   console.log(fake.url);
   const stop = () => {

@@ -434,6 +434,21 @@ describe('RateGovernor budgets', () => {
     expect(clock.now()).toBeLessThan(62_000);
   });
 
+  it('spends its unused minute at the first throttle: the retry waits for the budget to refill', async () => {
+    // Prepare
+    const clock = new VirtualClock();
+    const governor = governorOn(clock, { maxConcurrency: 1, requestsPerMinute: 60 }, { baseDelayMs: 0 });
+    const { call, calls } = failing([throttled()]);
+
+    // Act
+    await clock.settle(governor.run(call, { reserveTokens: 0 }));
+
+    // Assess
+    // Without draining, the full bucket would send the retry at once, into the same spent quota.
+    expect(calls()).toBe(2);
+    expect(clock.now()).toBeGreaterThanOrEqual(1000);
+  });
+
   it('delays a call until the token budget has refilled enough for its reservation', async () => {
     // Prepare
     const clock = new VirtualClock();

@@ -87,6 +87,12 @@ class Bucket {
     return Math.max(1, Math.ceil((deficit * MS_PER_MINUTE) / this.perMinute));
   }
 
+  /** Empties the bucket: the service said its budget is spent, whatever this one holds. */
+  drain(now: number): void {
+    this.refill(now);
+    this.level = Math.min(this.level, 0);
+  }
+
   /** Takes `amount` (negative refunds), leaving the level below zero when more is taken than held. */
   take(amount: number): void {
     this.level = Math.min(this.perMinute, this.level - amount);
@@ -179,7 +185,12 @@ export class RateGovernor {
         result = await call();
       } catch (error) {
         // Cut before releasing, or the freed slot goes to a waiter under the old limit.
-        if (error instanceof ModelThrottledError) this.cut();
+        if (error instanceof ModelThrottledError) {
+          this.cut();
+          // A bucket that starts full holds a minute the service never granted: spend it now, not as
+          // a throttled request every few seconds for the rest of the run.
+          this.requests?.drain(this.clock.now());
+        }
         this.releaseSlot();
         if (error instanceof ModelThrottledError) {
           if (++throttles >= this.retry.attempts) throw error;
