@@ -8,7 +8,7 @@ import {
   type RunEstimate,
 } from '../pipeline/estimate.js';
 import { SsmParameterStore } from '../pipeline/parameters.js';
-import { type CliIo, configFrom } from './main.js';
+import { type CliIo, CONFIG_OPTIONS, configFrom } from './main.js';
 
 const USAGE = `Usage: safer-instruct estimate <input.jsonl|input.csv> [options]
 
@@ -126,17 +126,7 @@ export async function estimateCommand(args: readonly string[], io: CliIo): Promi
       args: [...args],
       allowPositionals: true,
       options: {
-        config: { type: 'string' },
-        model: { type: 'string' },
-        'induce-model': { type: 'string' },
-        'judge-model': { type: 'string' },
-        'respond-model': { type: 'string' },
-        'text-field': { type: 'string' },
-        'category-field': { type: 'string' },
-        'id-field': { type: 'string' },
-        format: { type: 'string' },
-        'few-shot': { type: 'string' },
-        shots: { type: 'string' },
+        ...CONFIG_OPTIONS,
         sample: { type: 'string' },
         'no-count-tokens': { type: 'boolean' },
         json: { type: 'boolean' },

@@ -100,6 +100,21 @@ interface RunTotals {
 /** The flags a resumed run takes; the rest are part of the run's frozen configuration. */
 const RESUME_FLAGS = new Set(['resume', 'out', 'cache-dir', 'no-cache', 'max-budget', 'help']);
 
+/** The flags `configFrom` reads into a run's configuration, shared by `run` and `estimate`. */
+export const CONFIG_OPTIONS = {
+  config: { type: 'string' },
+  model: { type: 'string' },
+  'induce-model': { type: 'string' },
+  'judge-model': { type: 'string' },
+  'respond-model': { type: 'string' },
+  'text-field': { type: 'string' },
+  'category-field': { type: 'string' },
+  'id-field': { type: 'string' },
+  format: { type: 'string' },
+  'few-shot': { type: 'string' },
+  shots: { type: 'string' },
+} as const;
+
 /** The `--max-budget` in dollars, or undefined without it. */
 function budgetOf(value: string | boolean | undefined): number | undefined {
   if (typeof value !== 'string') return undefined;
@@ -194,18 +209,8 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       allowPositionals: true,
       options: {
         out: { type: 'string' },
-        config: { type: 'string' },
-        model: { type: 'string' },
-        'induce-model': { type: 'string' },
-        'judge-model': { type: 'string' },
-        'respond-model': { type: 'string' },
-        'text-field': { type: 'string' },
-        'category-field': { type: 'string' },
-        'id-field': { type: 'string' },
-        format: { type: 'string' },
+        ...CONFIG_OPTIONS,
         'shard-size': { type: 'string' },
-        'few-shot': { type: 'string' },
-        shots: { type: 'string' },
         concurrency: { type: 'string' },
         mode: { type: 'string' },
         'max-budget': { type: 'string' },

@@ -1,5 +1,4 @@
-import { rmSync } from 'node:fs';
-import { App, Validations } from 'aws-cdk-lib';
+import { Validations } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { FAIL_SYNTH_ON_VALIDATION_ERRORS_CONTEXT } from 'aws-cdk-lib/cx-api';
 import { AwsSolutionsChecks } from 'cdk-nag';
@@ -10,8 +9,8 @@ import { definitionOf, LOCAL_ENV, resolveIntrinsics } from '../../lib/local/defi
 import { type PipelineConfigInput, parseConfig } from '../../lib/pipeline/config.js';
 import { METRICS_NAMESPACE, RUN_COMPLETED, STAGE_METRICS } from '../../lib/pipeline/observability.js';
 import { MODEL_STAGES, STAGES } from '../../lib/pipeline/schemas.js';
+import { testApps } from '../support/cdk-app.js';
 import { nagFindings } from '../support/nag.js';
-import { tempDir } from '../support/temp.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: a synthesized template is untyped JSON, read by path in assertions.
 type Json = any;
@@ -28,21 +27,9 @@ const BATCH = {
   models: { induce: NOVA, filter: NOVA, respond: NOVA, evaluate: NOVA },
 } satisfies PipelineConfigInput;
 
-const outdirs: string[] = [];
-afterAll(() => {
-  for (const dir of outdirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function newApp(context: Record<string, unknown> = {}): App {
-  const outdir = tempDir('safer-instruct-cdk-');
-  outdirs.push(outdir);
-  return new App({
-    outdir,
-    // The built-in CloudFormation validation costs ~8 s a synth; cdk-nag is the check that matters here.
-    builtinCloudFormationValidation: false,
-    context: { 'aws:cdk:bundling-stacks': [], ...context },
-  });
-}
+const apps = testApps();
+afterAll(apps.cleanup);
+const { newApp } = apps;
 
 function synthesize(config: PipelineConfigInput) {
   const stack = new PipelineStack(newApp(), 'SaferInstruct', { config: parseConfig(config) });
@@ -273,7 +260,7 @@ describe('observability cdk-nag', () => {
     ['batch', BATCH],
   ])('leaves no unacknowledged AwsSolutions error or warning in mode %s', (_, config) => {
     // Prepare
-    const app = newApp({ [FAIL_SYNTH_ON_VALIDATION_ERRORS_CONTEXT]: false });
+    const app = newApp({ context: { [FAIL_SYNTH_ON_VALIDATION_ERRORS_CONTEXT]: false } });
     const stack = new PipelineStack(app, 'SaferInstruct', { config: parseConfig(config) });
     applyNagAcknowledgements(stack);
     Validations.of(app).addPlugins(new AwsSolutionsChecks(app));

@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { App, Validations } from 'aws-cdk-lib';
+import { Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { CDK_APP_MODE_CONTEXT, FAIL_SYNTH_ON_VALIDATION_ERRORS_CONTEXT } from 'aws-cdk-lib/cx-api';
 import { AwsSolutionsChecks } from 'cdk-nag';
@@ -13,8 +13,8 @@ import { FUNCTION_STAGES, type FunctionStage, TUNING_STAGES } from '../../lib/in
 import { definitionOf, LOCAL_ENV, resolveIntrinsics } from '../../lib/local/definition.js';
 import { type PipelineConfigInput, parseConfig } from '../../lib/pipeline/config.js';
 import { MODEL_STAGES } from '../../lib/pipeline/schemas.js';
+import { testApps } from '../support/cdk-app.js';
 import { nagFindings } from '../support/nag.js';
-import { tempDir } from '../support/temp.js';
 
 const HAIKU = 'anthropic.claude-3-haiku-20240307-v1:0';
 const PROFILE = 'us.anthropic.claude-3-5-haiku-20241022-v1:0';
@@ -60,21 +60,9 @@ interface SynthOptions {
   readonly context?: Record<string, unknown>;
 }
 
-const outdirs: string[] = [];
-afterAll(() => {
-  for (const dir of outdirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function newApp(options: SynthOptions = {}): App {
-  const outdir = tempDir('safer-instruct-cdk-');
-  outdirs.push(outdir);
-  return new App({
-    outdir,
-    // The built-in CloudFormation validation costs ~8 s a synth; cdk-nag is the check that matters here.
-    builtinCloudFormationValidation: false,
-    context: { ...(options.bundle ? {} : { 'aws:cdk:bundling-stacks': [] }), ...options.context },
-  });
-}
+const apps = testApps();
+afterAll(apps.cleanup);
+const { newApp } = apps;
 
 function synthesize(config: PipelineConfigInput, options: SynthOptions = {}) {
   const app = newApp(options);
